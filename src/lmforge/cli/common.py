@@ -42,21 +42,24 @@ def human_bytes(n: int | float | None) -> str:
     return f"{n:.1f} GiB"
 
 
-def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Table:
+def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], values_justify: str = "right") -> Table:
     result = Table(title=title, title_justify="left", header_style="bold")
     for i, column in enumerate(columns):
-        result.add_column(column, justify="left" if i == 0 else "right", no_wrap=i == 0)
+        result.add_column(column, justify="left" if i == 0 else values_justify, no_wrap=i == 0)
     for row in rows:
         result.add_row(*(fmt(cell) for cell in row))
     return result
 
 
-def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
-    console.print(table(title, columns, rows))
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], values_justify: str = "right") -> None:
+    console.print(table(title, columns, rows, values_justify))
 
 
 def print_mapping(title: str, mapping: dict[str, Any]) -> None:
-    print_table(title, ["field", "value"], [(k, v if not isinstance(v, dict) else ", ".join(f"{a}={fmt(b)}" for a, b in v.items())) for k, v in mapping.items()])
+    """A two-column field/value table; nested dicts print as `key=value` lists."""
+    rows = [(key, ", ".join(f"{k}={fmt(v)}" for k, v in value.items()) if isinstance(value, dict) else value)
+            for key, value in mapping.items()]
+    print_table(title, ["field", "value"], rows, values_justify="left")
 
 
 def save_json(path: str | Path | None, data: Any) -> None:

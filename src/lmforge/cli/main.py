@@ -22,7 +22,17 @@ app = typer.Typer(
 # Each module defines `register(app)`; keep one line per module.
 COMMAND_MODULES = [
     "lmforge.cli.models",
+    "lmforge.cli.compress",
+    "lmforge.cli.prune",
+    "lmforge.cli.evaluate",
     "lmforge.cli.runs",
+    "lmforge.cli.quickstart",
+    "lmforge.cli.data",
+    "lmforge.cli.report",
+    "lmforge.cli.serve",
+    "lmforge.cli.train",
+    "lmforge.cli.audit",
+    "lmforge.cli.explain",
 ]
 
 for module_name in COMMAND_MODULES:

@@ -1,6 +1,5 @@
 """Data: corpora in and out, named data sets, calibration samples (and the curation pipeline)."""
 
-from lmforge.data.calibration import calibration_batches, tokenize_corpus
 from lmforge.data.corpus import Corpus, corpus_from_path, corpus_from_texts, read_documents
 from lmforge.data.named import NAMES, load_corpus, load_records, read_html
 
@@ -16,3 +15,12 @@ __all__ = [
     "read_html",
     "tokenize_corpus",
 ]
+
+
+def __getattr__(name: str):
+    # Calibration needs torch; load it on first use so curation and PII redaction import in milliseconds.
+    if name in ("calibration_batches", "tokenize_corpus"):
+        from lmforge.data import calibration
+
+        return getattr(calibration, name)
+    raise AttributeError(f"module 'lmforge.data' has no attribute '{name}'")

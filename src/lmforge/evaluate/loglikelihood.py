@@ -88,36 +88,80 @@ def score(
 ) -> list[tuple[float, bool]]:
     """Sum of continuation log-probabilities and whether greedy decoding would produce it, per request.
 
-    Requests are sorted longest first and batched; results come back in input order.
-    Log-softmax is taken only over continuation positions, in float32.
+    Requests that share a context (the choices of one question) run the context
+    once and score their continuations on its KV cache; the rest are sorted
+    longest first and batched with right padding. Results come back in input order.
     """
-    order = sorted(range(len(requests)), key=lambda i: -(len(requests[i].context) + len(requests[i].continuation)))
     results: list[tuple[float, bool] | None] = [None] * len(requests)
-    device = next(model.parameters()).device
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, request in enumerate(requests):
+        groups.setdefault(request.context, []).append(i)
+    shared_keys = {context for context, ids in groups.items()
+                   if len(ids) > 1 and len(context) > 1
+                   and len(context) + max(len(requests[i].continuation) for i in ids) <= max_length + 1}
+    single = [i for context, ids in groups.items() if context not in shared_keys for i in ids]
+    for context in shared_keys:
+        ids = groups[context]
+        for start in range(0, len(ids), batch_size):
+            chunk = ids[start : start + batch_size]
+            for i, result in zip(chunk, _score_shared_context(model, [requests[i] for i in chunk])):
+                results[i] = result
+            if progress:
+                progress(len(chunk))
+    single.sort(key=lambda i: -(len(requests[i].context) + len(requests[i].continuation)))
+    for start in range(0, len(single), batch_size):
+        chunk = single[start : start + batch_size]
         encoded = [_model_inputs(requests[i], max_length) for i in chunk]
         width = max(len(ids) for ids, _ in encoded)
         batch = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, (ids, _) in enumerate(encoded):
             batch[row, : len(ids)] = torch.tensor(ids)
-        hidden = _final_hidden(model, batch.to(device))
+        hidden = _final_hidden(model, batch.to(_device(model)))
         for row, (i, (ids, n_cont)) in enumerate(zip(chunk, encoded)):
-            positions = hidden[row, len(ids) - n_cont : len(ids)]
-            logprobs = F.log_softmax(model.get_output_embeddings()(positions).float(), dim=-1)
-            target = torch.tensor(requests[i].continuation, device=device)
-            total = logprobs.gather(1, target[:, None]).sum().item()
-            greedy = bool((logprobs.argmax(-1) == target).all())
-            results[i] = (total, greedy)
+            results[i] = _continuation_score(model, hidden[row, len(ids) - n_cont : len(ids)], requests[i].continuation)
         if progress:
             progress(len(chunk))
     return results  # type: ignore[return-value]
 
 
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _continuation_score(model, hidden: torch.Tensor, continuation: Sequence[int]) -> tuple[float, bool]:
+    """Log-probability of ``continuation`` from the hidden states that predict it, and greedy agreement."""
+    logprobs = F.log_softmax(model.get_output_embeddings()(hidden).float(), dim=-1)
+    target = torch.tensor(continuation, device=hidden.device)
+    return logprobs.gather(1, target[:, None]).sum().item(), bool((logprobs.argmax(-1) == target).all())
+
+
+def _score_shared_context(model, requests: Sequence[Request]) -> list[tuple[float, bool]]:
+    """Score continuations of one context (of at least 2 tokens): the context runs once, its KV cache is shared.
+
+    The model sees exactly context + continuation[:-1] for each request, as in the
+    batched path; only the context's computation is not repeated.
+    """
+    from transformers import DynamicCache
+
+    context = requests[0].context
+    device = _device(model)
+    cache = DynamicCache(config=model.config)
+    base = model.get_decoder()
+    base(input_ids=torch.tensor([context[:-1]], device=device), past_key_values=cache, use_cache=True)
+    cache.batch_repeat_interleave(len(requests))
+    # Each row: the last context token, then the continuation minus its last token (right-padded).
+    rows = [[context[-1], *r.continuation[:-1]] for r in requests]
+    width = max(len(row) for row in rows)
+    batch = torch.zeros((len(rows), width), dtype=torch.long, device=device)
+    for k, row in enumerate(rows):
+        batch[k, : len(row)] = torch.tensor(row)
+    hidden = base(input_ids=batch, past_key_values=cache, use_cache=True).last_hidden_state
+    return [_continuation_score(model, hidden[k, : len(r.continuation)], r.continuation) for k, r in enumerate(requests)]
+
+
 def _final_hidden(model, input_ids: torch.Tensor) -> torch.Tensor:
     """The last hidden states (after the final norm), so the LM head runs only where it is needed."""
-    base = model.get_decoder() if hasattr(model, "get_decoder") else model.model
-    return base(input_ids=input_ids, use_cache=False).last_hidden_state
+    return model.get_decoder()(input_ids=input_ids, use_cache=False).last_hidden_state
 
 
 def loglikelihood(model, tokenizer, pairs: Sequence[tuple[str, str]], *, max_length: int, batch_size: int = 8,

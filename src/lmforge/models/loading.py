@@ -71,9 +71,14 @@ def _load_hf_folder(folder: Path, dtype: torch.dtype | None, trust_remote_code: 
     for weights in folder.glob("*.safetensors"):
         check_safetensors(weights)
     try:
-        model = AutoModelForCausalLM.from_pretrained(
-            folder, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, local_files_only=True
-        )
+        if "quantization" in read_metadata(folder):  # packed low-bit weights saved by lmforge.compress
+            from lmforge.compress.serialize import load_quantized_model
+
+            model = load_quantized_model(folder, dtype)
+        else:
+            model = AutoModelForCausalLM.from_pretrained(
+                folder, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, local_files_only=True
+            )
         tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code, local_files_only=True)
     except LmforgeError:
         raise

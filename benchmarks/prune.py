@@ -1,0 +1,145 @@
+"""Pruning on SmolLM2-135M: magnitude, Wanda and SparseGPT at 50 % unstructured and 2:4.
+
+Protocol (PEERS.md "wt2-32w"): WikiText-2 raw test, windows of 2048 tokens, first
+``--windows`` windows; calibration = ``--calib-samples`` chunks of 2048 tokens (seed 0)
+of the web_articles gold text, the set the llm-compressor peers were calibrated on.
+The dense baseline is measured in the same run. With ``--peer`` the same calibration
+tensor is handed to llm-compressor's SparseGPT, run in its own venv
+(``.venv-llmcompressor``), and the model it writes is scored by the same code.
+
+    flock /tmp/lmforge-heavy.lock .venv/bin/python benchmarks/prune.py --out benchmarks/results/prune.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+from lmforge.cli.common import console, print_table, save_json
+from lmforge.compress.prune import Magnitude, SparseGPT, Wanda, prune
+from lmforge.data import calibration_batches, load_corpus
+from lmforge.evaluate import perplexity
+from lmforge.models import load_model
+
+PEER_VENV = Path(__file__).resolve().parents[1] / ".venv-llmcompressor"
+PEER_SCRIPT = """
+import sys, torch
+from transformers import AutoModelForCausalLM
+from datasets import Dataset
+from llmcompressor import oneshot
+from llmcompressor.modifiers.pruning import SparseGPTModifier
+src, calib, out, sparsity, pattern = sys.argv[1:6]
+ids = torch.load(calib, weights_only=True)
+model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+ds = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
+recipe = SparseGPTModifier(sparsity=float(sparsity), mask_structure=pattern, targets=["Linear"], ignore=["lm_head"])
+oneshot(model=model, dataset=ds, recipe=recipe, num_calibration_samples=len(ids), max_seq_length=ids.shape[1])
+model.save_pretrained(out)
+"""
+
+
+def cpu_matmul_speed(rows: int = 1536, cols: int = 576, repeats: int = 20) -> list[dict]:
+    """Dense ``F.linear`` vs PyTorch CSR sparse matmul at 50 % sparsity, a SmolLM2 MLP-sized weight, on this CPU."""
+    weight = torch.randn(rows, cols)
+    weight[torch.rand(rows, cols) < 0.5] = 0
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+    csr = weight.to_sparse_csr()
+    rows_out = []
+    for tokens in (1, 2048):
+        x = torch.randn(tokens, cols)
+        timings = {}
+        for name, fn in {"dense": lambda: torch.nn.functional.linear(x, weight), "csr": lambda: (csr @ x.T).T}.items():
+            fn()
+            started = time.perf_counter()
+            for _ in range(repeats):
+                fn()
+            timings[name] = (time.perf_counter() - started) / repeats * 1e3
+        rows_out.append({"tokens": tokens, "dense_ms": timings["dense"], "csr_ms": timings["csr"],
+                         "speedup": timings["dense"] / timings["csr"]})
+    return rows_out
+
+
+def evaluate(model, tokenizer, corpus, windows: int) -> dict:
+    started = time.perf_counter()
+    result = perplexity(model, tokenizer, corpus, protocol="windows", seqlen=2048, limit=windows)
+    return {"ppl": result.ppl, "tokens": result.tokens, "eval_seconds": time.perf_counter() - started}
+
+
+def run_peer(model_dir: Path, calibration: torch.Tensor, sparsity: float, pattern: str, work: Path) -> Path:
+    calib_file, out = work / "calibration.pt", work / f"peer-{pattern.replace(':', 'of')}"
+    torch.save(calibration, calib_file)
+    subprocess.run([str(PEER_VENV / "bin" / "python"), "-c", PEER_SCRIPT, str(model_dir), str(calib_file), str(out),
+                    str(sparsity), pattern], check=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--windows", type=int, default=32)
+    parser.add_argument("--calib-samples", type=int, default=32)
+    parser.add_argument("--calib-seqlen", type=int, default=2048)
+    parser.add_argument("--methods", default="magnitude,wanda,sparsegpt")
+    parser.add_argument("--patterns", default="unstructured,2:4")
+    parser.add_argument("--peer", action="store_true", help="also run llm-compressor's SparseGPT (needs .venv-llmcompressor)")
+    parser.add_argument("--out", default="benchmarks/results/prune.json")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+
+    model, tokenizer = load_model(args.model)
+    dense_state = copy.deepcopy(model.state_dict())
+    wikitext = load_corpus("wikitext2")
+    calibration = calibration_batches(tokenizer, load_corpus("web_articles"), args.calib_samples, args.calib_seqlen, seed=0)
+    results: dict = {"protocol": {"corpus": "wikitext2 raw test", "protocol": "windows", "seqlen": 2048,
+                                  "windows": args.windows, "calibration": f"web_articles {tuple(calibration.shape)} seed 0",
+                                  "threads": torch.get_num_threads()}, "rows": []}
+
+    def record(name: str, row: dict) -> None:
+        results["rows"].append({"setting": name, **row})
+        console.print(f"{name}: {json.dumps(row)}")
+        save_json(args.out, results)
+
+    results["cpu_matmul_50pct"] = cpu_matmul_speed()
+    print_table("50 % sparse vs dense matmul on this CPU (1536×576 weight)", ["tokens", "dense ms", "CSR ms", "speedup"],
+                [(r["tokens"], r["dense_ms"], r["csr_ms"], r["speedup"]) for r in results["cpu_matmul_50pct"]])
+    record("dense fp32", evaluate(model, tokenizer, wikitext, args.windows))
+    configs = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": SparseGPT}
+    for pattern in args.patterns.split(","):
+        for method in args.methods.split(","):
+            model.load_state_dict(dense_state)
+            started = time.perf_counter()
+            pruned = prune(model, configs[method](sparsity=0.5, pattern=pattern), calibration)
+            row = {"prune_seconds": time.perf_counter() - started, "sparsity": pruned.sparsity}
+            record(f"lmforge {method} {pattern}", {**row, **evaluate(model, tokenizer, wikitext, args.windows)})
+
+    if args.peer:
+        from lmforge.models import zoo_path
+
+        with tempfile.TemporaryDirectory() as work:
+            for pattern in args.patterns.split(","):
+                started = time.perf_counter()
+                peer_dir = run_peer(zoo_path(args.model), calibration, 0.5, "0:0" if pattern == "unstructured" else pattern, Path(work))
+                row = {"prune_seconds": time.perf_counter() - started}
+                peer, _ = load_model(peer_dir)
+                zeros = sum(int((m.weight == 0).sum()) for m in peer.model.layers.modules() if isinstance(m, torch.nn.Linear))
+                total = sum(m.weight.numel() for m in peer.model.layers.modules() if isinstance(m, torch.nn.Linear))
+                record(f"llm-compressor sparsegpt {pattern}", {**row, "sparsity": zeros / total,
+                                                              **evaluate(peer, tokenizer, wikitext, args.windows)})
+
+    base = results["rows"][0]["ppl"]
+    print_table(f"pruning SmolLM2-135M, wikitext2 windows 2048 × {args.windows}", ["setting", "sparsity", "ppl", "Δ ppl %", "prune s"],
+                [(r["setting"], r.get("sparsity", 0.0), r["ppl"], 100 * (r["ppl"] / base - 1), r.get("prune_seconds")) for r in results["rows"]])
+    save_json(args.out, results)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,57 @@
+"""`lmforge serve MODEL`: an OpenAI-compatible server with guardrails and a usage log."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from lmforge.cli.common import console
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_command)
+
+
+def serve_command(
+    model: str = typer.Argument(..., help="zoo name, HF folder (lmforge-compressed ones too), .gguf file or hub id"),
+    host: str = typer.Option("127.0.0.1", help="address to bind; anything but loopback requires --api-key"),
+    port: int = typer.Option(8000, help="TCP port"),
+    api_key: list[str] = typer.Option(None, "--api-key", help="accepted bearer key (repeat for several; "
+                                      "or LMFORGE_API_KEYS=k1,k2)"),
+    name: str = typer.Option(None, help="model id clients send (default: MODEL)"),
+    rate: float = typer.Option(120.0, help="requests per minute per key"),
+    burst: int = typer.Option(None, help="requests a key may send at once (default: one minute's worth)"),
+    max_request_bytes: int = typer.Option(64 * 1024, help="larger request bodies get 413"),
+    max_tokens_limit: int = typer.Option(512, help="largest max_tokens a request may ask for"),
+    filter_path: str = typer.Option(None, "--filter", help="content-filter rule file (YAML; default: shipped rules)"),
+    no_filter: bool = typer.Option(False, "--no-filter", help="turn the content filter off"),
+    no_redact: bool = typer.Option(False, "--no-redact", help="turn PII redaction of outputs off"),
+    usage_log: str = typer.Option(None, help="JSONL usage log (default: usage.jsonl beside the run store; "
+                                  "'off' turns it off)"),
+    log_text: bool = typer.Option(False, help="also keep prompts and completions in the usage log"),
+    max_batch_size: int = typer.Option(8, help="requests run together at most"),
+    batch_window_ms: float = typer.Option(5.0, help="how long to wait for more requests to batch"),
+    trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
+) -> None:
+    """Serve MODEL on /v1/completions, /v1/chat/completions (streaming too) and /v1/models."""
+    from lmforge.runs import record_run
+    from lmforge.serve import ServeConfig, check_bind, serve
+
+    from lmforge.paths import home_dir
+
+    usage_log = None if usage_log == "off" else (usage_log or str(home_dir() / "usage.jsonl"))
+    keys = tuple(api_key or ()) or tuple(k for k in os.environ.get("LMFORGE_API_KEYS", "").split(",") if k)
+    config = ServeConfig(
+        model_name=name or model, api_keys=keys, rate_per_minute=rate, rate_burst=burst,
+        max_request_bytes=max_request_bytes, max_tokens_limit=max_tokens_limit, content_filter=not no_filter,
+        filter_path=filter_path, redact_pii=not no_redact, usage_log=usage_log, log_text=log_text,
+        max_batch_size=max_batch_size, batch_window_ms=batch_window_ms,
+    )
+    check_bind(host, keys)
+    recorded = {k: v for k, v in config.__dict__.items() if k != "api_keys"} | {"api_keys": len(keys), "host": host,
+                                                                               "port": port}
+    with record_run("serve", config=recorded, inputs={"model": model}, measure_energy=False) as run:
+        if config.usage_log:
+            run.add_artifact("usage_log", config.usage_log)
+        serve(model, host=host, port=port, config=config, trust_remote_code=trust_remote_code, progress=console.print)

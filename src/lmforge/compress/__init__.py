@@ -1,0 +1,12 @@
+"""Compression: quantization (RTN, GPTQ, activation-aware) and pruning, layer by layer, with packed storage."""
+
+from lmforge.compress.sequential import decoder_layers, layerwise, linear_groups, linear_input_stats
+from lmforge.compress.config import AWQ, GPTQ, RTN, QuantConfig
+from lmforge.compress.qlinear import QuantLinear
+from lmforge.compress.quantize import QuantReport, is_quantized, quantize
+from lmforge.compress.serialize import save_quantized
+from lmforge.compress.prune import Magnitude, PruneResult, SparseGPT, Wanda, prune, prune_then_quantize
+from lmforge.compress.structured import Structured, structured_prune
+from lmforge.compress.sparse_storage import load_sparse, save_sparse
+from lmforge.compress.compare import compress_and_compare
+from lmforge.compress.export import export_compressed_tensors

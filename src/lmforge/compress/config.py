@@ -1,0 +1,100 @@
+"""Quantization configs: one dataclass per method; ``quantize(model, config, calibration)`` reads them."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from lmforge.errors import LmforgeError
+
+SUPPORTED_BITS = (2, 3, 4, 8)
+DEFAULT_SKIP = ("lm_head", "*embed*")
+
+
+@dataclass
+class QuantConfig:
+    """Fields shared by all methods.
+
+    ``bits``: 8, 4, 3 (2 for research). 2/3/4-bit codes are stored packed two per byte
+    (a 3-bit grid in 4-bit storage), 8-bit codes one per byte.
+    ``group_size``: input columns sharing one scale and zero point; ``None`` = one per output channel.
+    ``symmetric``: grid centred on zero (zero point fixed at ``2**(bits-1)``), else min/max per group.
+    ``skip``: fnmatch patterns of module names left in full precision (default: lm_head and embeddings).
+    ``skip_bad_groups``: leave layers whose width ``group_size`` does not divide in full precision
+    (and report them) instead of failing.
+    """
+
+    bits: int = 4
+    group_size: int | None = 64
+    symmetric: bool = True
+    skip: tuple[str, ...] = DEFAULT_SKIP
+    skip_bad_groups: bool = False
+
+    method = "base"
+    needs_calibration = False
+
+    def __post_init__(self) -> None:
+        if self.bits not in SUPPORTED_BITS:
+            raise LmforgeError(f"bits={self.bits} is not supported; use one of {', '.join(map(str, SUPPORTED_BITS))}")
+        if self.group_size is not None and (self.group_size < 2 or self.group_size % 2):
+            raise LmforgeError(f"group_size={self.group_size} must be an even number ≥ 2 (or None for per-channel)")
+        self.skip = tuple(self.skip)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **asdict(self)}
+
+
+@dataclass
+class RTN(QuantConfig):
+    """Round-to-nearest on the grid; no calibration."""
+
+    method = "rtn"
+
+
+@dataclass
+class GPTQ(QuantConfig):
+    """GPTQ with the paper's defaults. ``act_order`` quantizes columns by decreasing Hessian diagonal
+    (with static groups); ``true_sequential`` re-measures inputs after each group of linears."""
+
+    act_order: bool = False
+    damp: float = 0.01
+    block_size: int = 128
+    true_sequential: bool = True
+
+    method = "gptq"
+    needs_calibration = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 < self.damp <= 1:
+            raise LmforgeError(f"damp={self.damp} must be in (0, 1]; 0.01 is the usual choice")
+        if self.block_size < 1:
+            raise LmforgeError(f"block_size={self.block_size} must be ≥ 1; 128 is the usual choice")
+
+
+@dataclass
+class AWQ(QuantConfig):
+    """Activation-aware scaling: per group of linears sharing an input, search ``s = mean|x|^α``
+    over ``grid`` values of α in [0, 1) minimizing the output error on ``sample_tokens`` calibration rows."""
+
+    grid: int = 20
+    sample_tokens: int = 4096
+
+    method = "awq"
+    needs_calibration = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.grid < 1 or self.sample_tokens < 1:
+            raise LmforgeError("AWQ needs grid ≥ 1 and sample_tokens ≥ 1")
+
+
+METHODS: dict[str, type[QuantConfig]] = {cls.method: cls for cls in (RTN, GPTQ, AWQ)}
+
+
+def config_from_dict(data: dict[str, Any]) -> QuantConfig:
+    data = dict(data)
+    method = data.pop("method", None)
+    if method not in METHODS:
+        raise LmforgeError(f"unknown quantization method '{method}'; known: {', '.join(METHODS)}")
+    return METHODS[method](**data)

@@ -1,0 +1,219 @@
+"""``prune(model, config, calibration)``: magnitude, Wanda or SparseGPT over a whole model, layer by layer.
+
+Every ``nn.Linear`` inside the decoder layers is pruned in place (zeros written into
+the dense weight); embeddings and ``lm_head`` are left alone, as in the papers.
+Wanda and SparseGPT see each layer's inputs as produced by the already-pruned layers
+before it (``compress.sequential``), so errors do not compound unnoticed.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from lmforge.compress.magnitude import magnitude_mask
+from lmforge.compress.masks import NM, check_sparsity, parse_pattern, sparsity_of
+from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, linear_input_stats
+from lmforge.compress.sparsegpt import sparsegpt_prune
+from lmforge.compress.wanda import wanda_mask
+from lmforge.errors import LmforgeError
+
+
+@dataclass
+class _PruneConfig:
+    """Shared fields. ``sparsity`` is the fraction of weights set to zero in every pruned row.
+
+    ``pattern``: ``"unstructured"`` or ``"N:M"`` (``"2:4"`` zeroes 2 of every 4; sparsity then is N/M).
+    ``overrides``: ``{glob: sparsity}`` matched against linear names such as
+    ``model.layers.0.self_attn.q_proj`` (first match wins), for unstructured pruning.
+    ``skip``: globs of linears to leave dense (lm_head and embeddings are never pruned).
+    """
+
+    sparsity: float = 0.5
+    pattern: str = "unstructured"
+    overrides: dict[str, float] = field(default_factory=dict)
+    skip: tuple[str, ...] = ()
+
+    method = "base"
+
+    def __post_init__(self) -> None:
+        self.nm = parse_pattern(self.pattern)
+        self.pattern = str(self.nm) if self.nm else "unstructured"
+        if self.nm is not None:
+            self.sparsity = self.nm.sparsity
+            if self.overrides:
+                raise LmforgeError(f"per-layer sparsity overrides need unstructured pruning; {self.pattern} fixes the sparsity")
+        check_sparsity(self.sparsity)
+        for glob, value in self.overrides.items():
+            check_sparsity(value, f"override sparsity for '{glob}'")
+
+    def sparsity_for(self, name: str) -> float | None:
+        """The sparsity of linear ``name``, or None when it is skipped."""
+        if any(fnmatch.fnmatchcase(name, glob) for glob in self.skip):
+            return None
+        for glob, value in self.overrides.items():
+            if fnmatch.fnmatchcase(name, glob):
+                return value
+        return self.sparsity
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, **{k: v for k, v in asdict(self).items()}}
+
+
+@dataclass
+class Magnitude(_PruneConfig):
+    """Smallest |W| per row; needs no calibration data."""
+
+    method = "magnitude"
+
+
+@dataclass
+class Wanda(_PruneConfig):
+    """Smallest |W|·‖X‖₂ per row (Sun et al., 2023)."""
+
+    method = "wanda"
+
+
+@dataclass
+class SparseGPT(_PruneConfig):
+    """OBS pruning with weight updates (Frantar & Alistarh, 2023); ``damp`` is relative to mean(diag H)."""
+
+    block_size: int = 128
+    damp: float = 0.01
+
+    method = "sparsegpt"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.block_size < 1 or self.damp <= 0:
+            raise LmforgeError(f"SparseGPT needs block_size ≥ 1 and damp > 0 (got {self.block_size}, {self.damp})")
+
+
+PruneConfig = Magnitude | Wanda | SparseGPT
+METHODS: dict[str, type[_PruneConfig]] = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": SparseGPT}
+
+
+def prune_config(method: str, **kwargs) -> PruneConfig:
+    """A config by method name (``magnitude``, ``wanda``, ``sparsegpt``), for the CLI and recipes."""
+    if method not in METHODS:
+        raise LmforgeError(f"unknown pruning method '{method}': use one of {', '.join(METHODS)}")
+    return METHODS[method](**kwargs)
+
+
+@dataclass
+class PruneResult:
+    """What ``prune`` did: per-linear sparsity, the overall sparsity of the decoder linears, the time."""
+
+    config: dict[str, Any]
+    linears: dict[str, float]
+    sparsity: float
+    pruned_parameters: int
+    seconds: float
+    calibration_shape: tuple[int, ...] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _prune_linear(module: nn.Linear, config: PruneConfig, sparsity: float, stats) -> None:
+    weight = module.weight.data
+    nm: NM | None = config.nm
+    if isinstance(config, SparseGPT):
+        weight.copy_(sparsegpt_prune(weight, stats.hessian, sparsity, nm, config.block_size, config.damp))
+        return
+    mask = wanda_mask(weight, stats.sq_norm, sparsity, nm) if isinstance(config, Wanda) else magnitude_mask(weight, sparsity, nm)
+    weight.mul_(mask.to(weight.dtype))
+
+
+@torch.no_grad()
+def prune(
+    model: nn.Module,
+    config: PruneConfig,
+    calibration: torch.Tensor | None = None,
+    *,
+    batch_size: int = 4,
+    progress: Callable[[int], None] | None = None,
+) -> PruneResult:
+    """Prune ``model``'s decoder linears in place; ``calibration`` is ``[n_samples, seqlen]`` token ids.
+
+    Magnitude pruning ignores ``calibration``; Wanda and SparseGPT require it.
+    """
+    if not isinstance(config, (Magnitude, Wanda, SparseGPT)):
+        raise LmforgeError(f"prune() takes Magnitude, Wanda or SparseGPT, not {type(config).__name__}")
+    layers = decoder_layers(model)
+    prefix = next(name for name, module in model.named_modules() if module is layers)
+    started = time.perf_counter()
+    done: dict[str, float] = {}
+
+    def process(index: int, layer: nn.Module, inputs: LayerInputs | None) -> None:
+        modules = dict(layer.named_modules())
+        wanted = {n: config.sparsity_for(f"{prefix}.{index}.{n}") for n, m in modules.items() if isinstance(m, nn.Linear)}
+        chosen = {name: sparsity for name, sparsity in wanted.items() if sparsity}
+        # As in the reference implementations, all linears of a layer are measured before any is pruned.
+        stats = (
+            linear_input_stats(layer, inputs, list(chosen), hessian=isinstance(config, SparseGPT))
+            if inputs is not None and chosen else {}
+        )
+        for name, sparsity in chosen.items():
+            _prune_linear(modules[name], config, sparsity, stats.get(name))
+            done[f"{prefix}.{index}.{name}"] = sparsity_of(modules[name].weight)
+
+    if isinstance(config, Magnitude):
+        for index, layer in enumerate(layers):
+            process(index, layer, None)
+            if progress:
+                progress(1)
+    else:
+        if calibration is None:
+            raise LmforgeError(f"{config.method} pruning needs calibration data: pass calibration_batches(tokenizer, corpus, n, seqlen)")
+        layerwise(model, calibration, process, batch_size=batch_size, progress=progress)
+
+    total = sum(m.weight.numel() for layer in layers for m in layer.modules() if isinstance(m, nn.Linear))
+    zeros = sum(int((m.weight == 0).sum()) for layer in layers for m in layer.modules() if isinstance(m, nn.Linear))
+    return PruneResult(
+        config=config.to_dict(),
+        linears=done,
+        sparsity=zeros / max(total, 1),
+        pruned_parameters=zeros,
+        seconds=time.perf_counter() - started,
+        calibration_shape=tuple(calibration.shape) if calibration is not None and not isinstance(config, Magnitude) else None,
+    )
+
+
+@torch.no_grad()
+def prune_then_quantize(
+    model: nn.Module,
+    prune_config: PruneConfig,
+    quant_config,
+    calibration: torch.Tensor | None = None,
+    *,
+    batch_size: int = 4,
+) -> dict[str, Any]:
+    """Prune first, then quantize the surviving weights (``compress.quantize``) with pruned zeros kept exact.
+
+    On any grid (symmetric or not) code = zero point decodes to exactly 0. RTN maps a 0 weight
+    to it already; GPTQ/AWQ move pruned weights while compensating errors, so their codes at
+    pruned positions are set back to the zero point (``resnapped`` counts them).
+    """
+    from lmforge.compress.packing import pack
+    from lmforge.compress.qlinear import QuantLinear
+    from lmforge.compress.quantize import quantize
+
+    pruned = prune(model, prune_config, calibration, batch_size=batch_size)
+    masks = {name: module.weight != 0 for name, module in model.named_modules() if name in pruned.linears}
+    report = quantize(model, quant_config, calibration, batch_size=batch_size)
+    resnapped = 0
+    for name, module in model.named_modules():
+        if isinstance(module, QuantLinear) and name in masks:
+            codes = module.codes()
+            zero = module.zeros.repeat_interleave(module.group_size, dim=1)
+            moved = ~masks[name] & (codes != zero)
+            resnapped += int(moved.sum())
+            module.qweight.copy_(pack(torch.where(masks[name], codes, zero), module.bits))
+    return {"prune": pruned.to_dict(), "quantize": report.to_dict(),
+            "resnapped_codes": resnapped}

@@ -1,0 +1,85 @@
+"""``QuantLinear``: an ``nn.Linear`` replacement that stores packed integer weights and runs on them.
+
+Stored per layer (and saved as is): ``qweight`` (uint8; two 4-bit codes per byte for
+2/3/4-bit grids, one byte per code for 8-bit), ``scales`` (float32 ``[out, groups]``),
+``zeros`` (uint8 integer zero points ``[out, groups]``), optional ``bias`` and optional
+``input_scale`` (activation-aware scaling that could not be folded into a previous op:
+the layer computes ``(x / input_scale) @ Ŵᵀ``). The dequantized weight is
+``Ŵ = (q - zero) · scale`` per group; no float copy of the weight is kept.
+
+Forward on CPU with a few rows (decoding): the native packed kernel. With many rows
+(prefill, perplexity) or on GPU: dequantize into a temporary and use the dense matmul,
+which is then compute-bound anyway.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lmforge.compress import kernels
+from lmforge.compress.packing import pack, storage_bits, unpack
+from lmforge.compress.rtn import dequantize_codes, expand_groups
+
+# Up to this many rows the packed kernel beats dequantize + dense matmul on CPU.
+KERNEL_MAX_ROWS = 16
+
+
+class QuantLinear(nn.Module):
+    def __init__(self, in_features: int, out_features: int, bits: int, group_size: int | None,
+                 bias: bool = False, input_scale: bool = False):
+        super().__init__()
+        self.in_features = in_features
+        self.out_features = out_features
+        self.bits = bits
+        self.group_size = group_size or in_features
+        groups = in_features // self.group_size
+        stored = in_features * storage_bits(bits) // 8
+        self.register_buffer("qweight", torch.zeros(out_features, stored, dtype=torch.uint8))
+        self.register_buffer("scales", torch.zeros(out_features, groups, dtype=torch.float32))
+        self.register_buffer("zeros", torch.zeros(out_features, groups, dtype=torch.uint8))
+        self.register_buffer("bias", torch.zeros(out_features) if bias else None)
+        self.register_buffer("input_scale", torch.ones(in_features) if input_scale else None)
+
+    @classmethod
+    def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int,
+                   bias: torch.Tensor | None = None, input_scale: torch.Tensor | None = None) -> "QuantLinear":
+        """Build from integer codes ``[out, in]`` and per-group ``scale``/``zero`` ``[out, groups]``."""
+        out_features, in_features = codes.shape
+        module = cls(in_features, out_features, bits, in_features // scale.shape[1],
+                     bias=bias is not None, input_scale=input_scale is not None)
+        module.qweight.copy_(pack(codes, bits))
+        module.scales.copy_(scale.float())
+        module.zeros.copy_(zero.to(torch.uint8))
+        if bias is not None:
+            module.bias.copy_(bias.detach().float())
+        if input_scale is not None:
+            module.input_scale.copy_(input_scale.float())
+        return module.to(codes.device)
+
+    def codes(self) -> torch.Tensor:
+        return unpack(self.qweight, self.bits)
+
+    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The weight ``Ŵ [out, in]`` as the layer applies it (``input_scale`` not included)."""
+        cols = self.in_features
+        weight = dequantize_codes(self.codes(), expand_groups(self.scales, cols), expand_groups(self.zeros.float(), cols))
+        return weight.to(dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale is not None:
+            x = x / self.input_scale.to(x.dtype)
+        flat = x.reshape(-1, self.in_features)
+        if flat.device.type == "cpu" and flat.shape[0] <= KERNEL_MAX_ROWS and kernels.available():
+            out = kernels.packed_matmul(flat.float(), self.qweight, self.scales, self.zeros,
+                                        storage_bits(self.bits), self.group_size).to(x.dtype)
+            if self.bias is not None:
+                out = out + self.bias.to(x.dtype)
+        else:
+            out = F.linear(flat, self.dequantize(x.dtype), None if self.bias is None else self.bias.to(x.dtype))
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
+                f"group_size={self.group_size}, bias={self.bias is not None}")

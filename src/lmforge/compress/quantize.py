@@ -1,0 +1,213 @@
+"""``quantize(model, config, calibration)``: swap a model's linears for packed ``QuantLinear``s, in place.
+
+RTN needs no data. GPTQ and AWQ go layer by layer (``compress.sequential``): each decoder
+layer is quantized from the inputs produced by the already-quantized layers before it, so
+peak memory is the model plus one layer's calibration activations. Linears outside the
+decoder layers that are not skipped (e.g. an ``lm_head`` the user asked for) use RTN.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from lmforge.compress.awq import search_scales
+from lmforge.compress.config import AWQ, GPTQ, QuantConfig
+from lmforge.compress.gptq import gptq
+from lmforge.compress.qlinear import QuantLinear
+from lmforge.compress.rtn import rtn
+from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, linear_groups, linear_input_stats
+from lmforge.errors import LmforgeError
+
+_GROUP_SIZES = (8, 16, 32, 64, 128, 256, 512)
+
+
+@dataclass
+class QuantReport:
+    """What ``quantize`` did: per quantized linear its method and settings, per kept linear the reason."""
+
+    config: dict[str, Any]
+    quantized: dict[str, dict[str, Any]] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+    calibration: dict[str, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def is_quantized(model: nn.Module) -> bool:
+    return any(isinstance(module, QuantLinear) for module in model.modules())
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    leaf = name.rsplit(".", 1)[-1]
+    return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(leaf, p) for p in patterns)
+
+
+def plan(model: nn.Module, config: QuantConfig) -> tuple[list[str], dict[str, str]]:
+    """Names of the linears to quantize, and the kept ones with the reason."""
+    chosen, skipped = [], {}
+    for name, module in model.named_modules():
+        if not isinstance(module, nn.Linear):
+            continue
+        if _matches(name, config.skip):
+            skipped[name] = "skip list"
+            continue
+        width = module.in_features
+        if config.group_size and width % config.group_size:
+            if config.skip_bad_groups:
+                skipped[name] = f"group size {config.group_size} does not divide its width {width}"
+                continue
+            working = [str(g) for g in _GROUP_SIZES if width % g == 0] or ["none"]
+            raise LmforgeError(
+                f"group size {config.group_size} does not divide the input width {width} of {name}; "
+                f"sizes that work: {', '.join(working)}, or per-channel (group_size=None), "
+                "or skip such layers (skip_bad_groups=True / --skip-bad-groups)"
+            )
+        chosen.append(name)
+    return chosen, skipped
+
+
+def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(root.get_submodule(parent) if parent else root, leaf, module)
+
+
+def _rtn_module(linear: nn.Linear, config: QuantConfig) -> QuantLinear:
+    codes, scale, zero = rtn(linear.weight.detach(), config.bits, config.group_size, config.symmetric)
+    return QuantLinear.from_codes(codes, scale, zero, config.bits, linear.bias)
+
+
+def quantize(
+    model: nn.Module,
+    config: QuantConfig,
+    calibration: torch.Tensor | None = None,
+    *,
+    batch_size: int = 4,
+    progress: Callable[[int], None] | None = None,
+) -> QuantReport:
+    """Quantize ``model`` in place with ``config`` (RTN, GPTQ or AWQ); returns a ``QuantReport``.
+
+    ``calibration``: LongTensor ``[n_samples, seqlen]``, e.g. ``lmforge.data.calibration_batches``.
+    ``progress(n)`` is called once per decoder layer done.
+    """
+    if is_quantized(model):
+        raise LmforgeError("the model is already quantized; load the full-precision model and quantize that instead")
+    if config.needs_calibration and calibration is None:
+        raise LmforgeError(
+            f"{config.method} needs calibration data: pass calibration=calibration_batches(tokenizer, corpus, n_samples, seqlen)"
+        )
+    names, skipped = plan(model, config)
+    if not names:
+        raise LmforgeError("nothing to quantize: every linear layer is in the skip list")
+    report = QuantReport(config=config.to_dict(), skipped=skipped)
+    if calibration is not None and config.needs_calibration:
+        report.calibration = {"samples": int(calibration.shape[0]), "seqlen": int(calibration.shape[1])}
+    start = time.perf_counter()
+    todo = set(names)
+    if isinstance(config, (GPTQ, AWQ)):
+        layer_names = {id(m): n for n, m in model.named_modules()}
+        prefixes = [layer_names[id(layer)] for layer in decoder_layers(model)]
+        process = _gptq_layer if isinstance(config, GPTQ) else _awq_layer
+
+        def process_layer(index: int, layer: nn.Module, inputs: LayerInputs) -> None:
+            process(layer, prefixes[index], inputs, config, todo, report)
+
+        with torch.no_grad():
+            layerwise(model, calibration, process_layer, batch_size=batch_size, progress=progress)
+    with torch.no_grad():
+        for name in sorted(todo):  # RTN, or linears outside the decoder layers
+            _set_module(model, name, _rtn_module(model.get_submodule(name), config))
+            report.quantized[name] = {"method": "rtn"}
+    todo.clear()
+    _own_remaining_tensors(model)
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _own_remaining_tensors(model: nn.Module) -> None:
+    """Copy the tensors left in full precision out of the weights file's memory map.
+
+    transformers maps safetensors files into memory; while one tensor of the file is alive
+    (the embeddings), the pages of the float weights we replaced stay mapped and counted in
+    the process RSS. Owning copies of the remaining tensors lets the whole map go.
+    """
+    copies: dict[int, torch.Tensor] = {}
+    for module in model.modules():
+        if isinstance(module, QuantLinear):
+            continue
+        for name, tensor in [*module.named_parameters(recurse=False), *module.named_buffers(recurse=False)]:
+            if tensor is None or tensor.device.type != "cpu":
+                continue
+            owned = copies.setdefault(tensor.data_ptr(), tensor.data.clone())
+            tensor.data = owned
+
+
+def _gptq_layer(layer, prefix, inputs, config: GPTQ, todo: set[str], report: QuantReport) -> None:
+    for group in linear_groups(layer, inputs, config.true_sequential):
+        local = [n for n in group if f"{prefix}.{n}" in todo]
+        if not local:
+            continue
+        stats = linear_input_stats(layer, inputs, local)
+        for name in local:
+            full = f"{prefix}.{name}"
+            linear = layer.get_submodule(name)
+            codes, scale, zero = gptq(linear.weight, stats.pop(name).hessian, config.bits, config.group_size,
+                                      config.symmetric, config.act_order, config.damp, config.block_size, name=full)
+            _set_module(layer, name, QuantLinear.from_codes(codes, scale, zero, config.bits, linear.bias))
+            todo.discard(full)
+            report.quantized[full] = {"method": "gptq"}
+
+
+def _norm_producers(layer: nn.Module, inputs: LayerInputs, names: list[str]) -> dict[str, nn.Module | None]:
+    """For each linear in ``names``, the norm module whose output is its input (None if not a norm)."""
+    modules = dict(layer.named_modules())
+    outputs: list[tuple[nn.Module, Any]] = []
+    consumed: dict[str, Any] = {}
+    handles = [m.register_forward_hook(lambda m, a, out: outputs.append((m, out)))
+               for n, m in modules.items() if n and "norm" in type(m).__name__.lower()]
+    for name in names:
+        handles.append(modules[name].register_forward_pre_hook(
+            lambda m, a, name=name: consumed.setdefault(name, a[0])))
+    try:
+        layer(inputs.hidden[0], **inputs.kwargs[0])
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {name: next((m for m, out in outputs if out is consumed.get(name)), None) for name in names}
+
+
+def _awq_layer(layer, prefix, inputs, config: AWQ, todo: set[str], report: QuantReport) -> None:
+    groups = linear_groups(layer, inputs, true_sequential=True)
+    producers = _norm_producers(layer, inputs, [g[0] for g in groups])
+    stats = linear_input_stats(layer, inputs, [g[0] for g in groups], hessian=False, sample_tokens=config.sample_tokens)
+    for group in groups:
+        local = [n for n in group if f"{prefix}.{n}" in todo]
+        if not local:
+            continue
+        linears = [layer.get_submodule(n) for n in local]
+        first = stats[group[0]]
+        s, alpha, error, rtn_error = search_scales([m.weight for m in linears], first.samples, first.abs_mean,
+                                                   config.bits, config.group_size, config.symmetric, config.grid)
+        norm = producers[group[0]]
+        # folding 1/s into the norm is exact only if every reader of the norm's output is scaled by s
+        fold = norm is not None and len(local) == len(group) and getattr(norm, "weight", None) is not None \
+            and norm.weight.shape == s.shape
+        if fold:
+            norm.weight.div_(s.to(norm.weight.dtype))
+            if getattr(norm, "bias", None) is not None:
+                norm.bias.div_(s.to(norm.bias.dtype))
+        for name, linear in zip(local, linears):
+            codes, scale, zero = rtn(linear.weight.detach().float() * s, config.bits, config.group_size, config.symmetric)
+            module = QuantLinear.from_codes(codes, scale, zero, config.bits, linear.bias, None if fold else s)
+            _set_module(layer, name, module)
+            full = f"{prefix}.{name}"
+            todo.discard(full)
+            report.quantized[full] = {"method": "awq", "alpha": alpha, "folded": fold,
+                                      "calib_error": error, "calib_error_rtn": rtn_error}

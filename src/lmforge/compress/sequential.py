@@ -1,0 +1,255 @@
+"""Layer-by-layer calibration: the engine shared by quantization (GPTQ, AWQ) and pruning (Wanda, SparseGPT).
+
+Peak memory stays near the model plus one decoder layer's activations: the
+calibration tokens go through the embeddings once, then each decoder layer in
+turn sees the outputs of the (already compressed) layers before it.
+
+API
+---
+``decoder_layers(model) -> nn.ModuleList``
+    The stack of transformer blocks (``model.model.layers`` for llama-like models).
+``capture_layer_inputs(model, calibration, batch_size) -> LayerInputs``
+    Runs the model on ``calibration`` (LongTensor ``[n, seqlen]``) in batches and stops
+    each forward at the first decoder layer (a pre-hook raises), keeping that layer's
+    hidden states and keyword arguments (position embeddings, attention mask, ...)
+    per batch.
+``run_layer(layer, inputs) -> list[Tensor]``
+    The layer's outputs for every batch (no grad).
+``layerwise(model, calibration, process_layer, batch_size=8, progress=None)``
+    For each decoder layer in order: ``process_layer(index, layer, inputs)`` (may change
+    the layer in place, e.g. swap or edit its linears), then the layer's outputs
+    become the next layer's inputs. ``inputs`` is a ``LayerInputs``:
+    ``inputs.hidden`` (list of ``[b, seqlen, hidden]`` tensors, one per batch) and
+    ``inputs.kwargs`` (one dict per batch, pass as ``layer(hidden, **kwargs)``).
+``linear_groups(layer, inputs, true_sequential=True) -> list[list[str]]``
+    The layer's ``nn.Linear`` names in execution order, grouped by shared input
+    (llama: [q, k, v], [o], [gate, up], [down]). With ``true_sequential=False``: one group.
+    Compress group by group and recompute statistics after each group, so later
+    groups see the errors of earlier ones (GPTQ's "true sequential").
+``linear_input_stats(layer, inputs, names, hessian=True, sample_tokens=0) -> dict[str, LinearStats]``
+    Forward hooks on the named linears accumulate, in float32 over all calibration
+    tokens, the Hessian ``H = 2/n Σ x xᵀ`` (GPTQ/SparseGPT; skipped if ``hessian=False``),
+    ``sq_norm = Σ x_j²`` per input channel (Wanda: ``‖X_j‖₂ = sqrt(sq_norm)``) and
+    ``abs_mean = mean |x_j|`` (AWQ), plus the token count ``n``. With ``sample_tokens``,
+    ``samples`` keeps about that many evenly spaced input rows ``[m, in]`` (AWQ's search).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from lmforge.errors import LmforgeError
+
+# Keyword arguments of a decoder layer that only make sense for generation with a cache.
+_DROP_KWARGS = ("past_key_values", "past_key_value", "use_cache", "output_attentions")
+
+
+class _StopForward(Exception):
+    """Raised from a hook to end a forward pass once the first decoder layer's inputs are captured."""
+
+
+@dataclass
+class LayerInputs:
+    """One decoder layer's inputs for all calibration batches."""
+
+    hidden: list[torch.Tensor]
+    kwargs: list[dict]
+
+    def __len__(self) -> int:
+        return len(self.hidden)
+
+    @property
+    def tokens(self) -> int:
+        return sum(h.shape[0] * h.shape[1] for h in self.hidden)
+
+
+@dataclass
+class LinearStats:
+    """Statistics of one linear layer's inputs over the calibration tokens (float32)."""
+
+    n: int = 0
+    hessian: torch.Tensor | None = None
+    sq_norm: torch.Tensor | None = None
+    abs_sum: torch.Tensor | None = field(default=None, repr=False)
+    sample_list: list[torch.Tensor] = field(default_factory=list, repr=False)
+
+    @property
+    def samples(self) -> torch.Tensor:
+        return torch.cat(self.sample_list)
+
+    @property
+    def abs_mean(self) -> torch.Tensor:
+        return self.abs_sum / max(self.n, 1)
+
+    def add(self, x: torch.Tensor, hessian: bool, sample_stride: int = 0) -> None:
+        x = x.detach().reshape(-1, x.shape[-1]).float()
+        if sample_stride:
+            self.sample_list.append(x[::sample_stride].clone())
+        m = x.shape[0]
+        if self.sq_norm is None:
+            width = x.shape[1]
+            self.sq_norm = torch.zeros(width, device=x.device)
+            self.abs_sum = torch.zeros(width, device=x.device)
+            if hessian:
+                self.hessian = torch.zeros(width, width, device=x.device)
+        self.sq_norm += x.square().sum(0)
+        self.abs_sum += x.abs().sum(0)
+        if hessian:
+            # running mean of 2 x xᵀ, rescaled as tokens arrive so that H stays O(1)
+            self.hessian *= self.n / (self.n + m)
+            scaled = x * (2.0 / (self.n + m)) ** 0.5
+            self.hessian.addmm_(scaled.T, scaled)
+        self.n += m
+
+
+def decoder_layers(model) -> nn.ModuleList:
+    """The model's list of decoder blocks (llama, mistral, qwen, phi, gpt-neox, gpt2-like layouts)."""
+    for path in ("model.layers", "model.decoder.layers", "transformer.h", "gpt_neox.layers", "layers"):
+        module = model
+        for part in path.split("."):
+            module = getattr(module, part, None)
+            if module is None:
+                break
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            return module
+    raise LmforgeError(
+        f"cannot find the decoder layers of {type(model).__name__}; layer-by-layer compression supports "
+        "llama-like (model.layers), OPT-like, GPT-2-like and GPT-NeoX-like models"
+    )
+
+
+def _model_device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+@torch.no_grad()
+def capture_layer_inputs(model, calibration: torch.Tensor, batch_size: int = 8) -> LayerInputs:
+    """The first decoder layer's hidden states and keyword arguments for each calibration batch."""
+    if calibration.ndim != 2 or calibration.dtype != torch.long:
+        raise LmforgeError(f"calibration must be a LongTensor [n_samples, seqlen], got {tuple(calibration.shape)} {calibration.dtype}")
+    vocab = getattr(getattr(model, "config", None), "vocab_size", None)
+    if vocab is not None and calibration.numel() and int(calibration.max()) >= vocab:
+        raise LmforgeError(f"calibration token id {int(calibration.max())} is outside the model's vocabulary ({vocab}); "
+                           "tokenize the calibration corpus with this model's tokenizer")
+    first = decoder_layers(model)[0]
+    device = _model_device(model)
+    captured = LayerInputs(hidden=[], kwargs=[])
+
+    def grab(module, args, kwargs):
+        hidden = args[0] if args else kwargs.pop("hidden_states")
+        captured.hidden.append(hidden.detach())
+        captured.kwargs.append({k: v for k, v in kwargs.items() if k not in _DROP_KWARGS and k != "hidden_states"})
+        raise _StopForward
+
+    handle = first.register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        for start in range(0, calibration.shape[0], batch_size):
+            batch = calibration[start : start + batch_size].to(device)
+            try:
+                model(input_ids=batch, use_cache=False)
+            except _StopForward:
+                pass
+    finally:
+        handle.remove()
+    return captured
+
+
+def _output_tensor(out) -> torch.Tensor:
+    # transformers ≥ 5 returns a tensor from decoder layers; older versions a tuple
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+@torch.no_grad()
+def run_layer(layer: nn.Module, inputs: LayerInputs) -> list[torch.Tensor]:
+    return [_output_tensor(layer(hidden, **kwargs)) for hidden, kwargs in zip(inputs.hidden, inputs.kwargs)]
+
+
+def layerwise(
+    model,
+    calibration: torch.Tensor,
+    process_layer: Callable[[int, nn.Module, LayerInputs], None],
+    batch_size: int = 8,
+    progress: Callable[[int], None] | None = None,
+) -> None:
+    """Call ``process_layer(index, layer, inputs)`` on each decoder layer in order, feeding outputs forward."""
+    inputs = capture_layer_inputs(model, calibration, batch_size)
+    for index, layer in enumerate(decoder_layers(model)):
+        process_layer(index, layer, inputs)
+        with torch.no_grad():
+            for i, (hidden, kwargs) in enumerate(zip(inputs.hidden, inputs.kwargs)):
+                inputs.hidden[i] = _output_tensor(layer(hidden, **kwargs))  # in place: one set of activations alive
+        if progress is not None:
+            progress(1)
+
+
+def linear_names(layer: nn.Module) -> list[str]:
+    return [name for name, module in layer.named_modules() if isinstance(module, nn.Linear)]
+
+
+@torch.no_grad()
+def linear_groups(layer: nn.Module, inputs: LayerInputs, true_sequential: bool = True) -> list[list[str]]:
+    """The layer's linears in the order they run, grouped by the input tensor they share."""
+    modules = dict(layer.named_modules())
+    order: list[tuple[str, torch.Tensor]] = []  # keeps the inputs alive, so `is` compares them safely
+    handles = []
+    for name in linear_names(layer):
+        def record(module, args, name=name):
+            order.append((name, args[0]))
+        handles.append(modules[name].register_forward_pre_hook(record))
+    try:
+        first = LayerInputs(hidden=inputs.hidden[:1], kwargs=inputs.kwargs[:1])
+        run_layer(layer, first)
+    finally:
+        for handle in handles:
+            handle.remove()
+    seen: set[str] = set()
+    groups: list[list[str]] = []
+    last_input = None
+    for name, tensor in order:
+        if name in seen:
+            continue
+        seen.add(name)
+        if groups and tensor is last_input:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+        last_input = tensor
+    # linears the forward never reached still get compressed, last
+    unreached = [n for n in linear_names(layer) if n not in seen]
+    if unreached:
+        groups.append(unreached)
+    return groups if true_sequential else [[name for group in groups for name in group]]
+
+
+@torch.no_grad()
+def linear_input_stats(
+    layer: nn.Module, inputs: LayerInputs, names: list[str], hessian: bool = True, sample_tokens: int = 0
+) -> dict[str, LinearStats]:
+    """Run the layer on all calibration batches and gather input statistics of the named linears."""
+    modules = dict(layer.named_modules())
+    stats = {name: LinearStats() for name in names}
+    stride = max(1, -(-inputs.tokens // sample_tokens)) if sample_tokens else 0
+    pending: set[str] = set()
+    handles = []
+    for name in names:
+        def accumulate(module, args, name=name):
+            stats[name].add(args[0], hessian, stride)
+            pending.discard(name)
+            if not pending:  # every named linear has its input: the rest of the layer is not needed
+                raise _StopForward
+        handles.append(modules[name].register_forward_pre_hook(accumulate))
+    try:
+        for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
+            pending.update(names)
+            try:
+                layer(hidden, **kwargs)
+            except _StopForward:
+                pass
+    finally:
+        for handle in handles:
+            handle.remove()
+    return stats

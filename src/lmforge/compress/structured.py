@@ -1,0 +1,166 @@
+"""Structured pruning: remove whole attention heads and MLP channels, so the matrices really shrink.
+
+The result is a smaller *dense* model whose config says so (``num_attention_heads``,
+``head_dim``, ``intermediate_size``); it saves and loads with plain transformers.
+
+Importance is measured on calibration data, layer by layer (``compress.sequential``):
+
+* a query head h contributes ``X_h W_hᵀ`` to the attention output, where ``X_h`` is its
+  slice of ``o_proj``'s input and ``W_h`` the matching columns of ``o_proj``; its
+  importance is ``‖X_h W_hᵀ‖² ∝ tr(W_h H_hh W_hᵀ)`` with H the Hessian of ``o_proj``'s input;
+* an MLP channel j contributes ``x_j w_jᵀ`` through ``down_proj``; its importance is
+  ``‖x_j‖² ‖w_j‖²``.
+
+Grouped-query attention is respected: every key/value head keeps the same number of
+query heads (the least important ones in each group go), so keys and values are untouched
+and ``num_attention_heads`` stays a multiple of ``num_key_value_heads``.
+Llama-style blocks (``self_attn.{q,k,v,o}_proj``, ``mlp.{gate,up,down}_proj``) are supported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, linear_input_stats
+from lmforge.errors import LmforgeError
+
+
+@dataclass
+class Structured:
+    """Fractions of query heads (per key/value group) and of MLP channels to remove in every layer."""
+
+    head_fraction: float = 0.0
+    mlp_fraction: float = 0.25
+
+    def __post_init__(self) -> None:
+        for name in ("head_fraction", "mlp_fraction"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 1.0:
+                raise LmforgeError(f"{name} must be in [0, 1) (the share of heads/channels to remove); got {value}")
+
+
+@dataclass
+class StructuredResult:
+    """Kept query heads and MLP channels per layer (indices into the original model), sizes before and after."""
+
+    kept_heads: list[list[int]] = field(default_factory=list)
+    kept_channels: list[list[int]] = field(default_factory=list)
+    parameters_before: int = 0
+    parameters_after: int = 0
+    config: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        summary = asdict(self)
+        summary["kept_heads"] = [len(h) for h in self.kept_heads]
+        summary["kept_channels"] = [len(c) for c in self.kept_channels]
+        return summary
+
+
+def head_importance(o_proj_hessian: torch.Tensor, o_weight: torch.Tensor, head_dim: int) -> torch.Tensor:
+    """``tr(W_h H_hh W_hᵀ)`` for each head h: the energy of its contribution to the attention output."""
+    heads = o_weight.shape[1] // head_dim
+    scores = torch.empty(heads)
+    for h in range(heads):
+        cols = slice(h * head_dim, (h + 1) * head_dim)
+        w = o_weight[:, cols].float()
+        scores[h] = torch.einsum("oi,ij,oj->", w, o_proj_hessian[cols, cols], w)
+    return scores
+
+
+def channel_importance(down_sq_norm: torch.Tensor, down_weight: torch.Tensor) -> torch.Tensor:
+    """``‖x_j‖² ‖w_j‖²``: the energy of MLP channel j's contribution through ``down_proj``."""
+    return down_sq_norm.float() * down_weight.float().square().sum(0)
+
+
+def keep_heads_per_group(scores: torch.Tensor, kv_heads: int, keep_per_group: int) -> list[int]:
+    """The ``keep_per_group`` best query heads of every key/value group, in original order."""
+    per_group = len(scores) // kv_heads
+    kept = []
+    for g in range(kv_heads):
+        best = torch.topk(scores[g * per_group : (g + 1) * per_group], keep_per_group).indices + g * per_group
+        kept += sorted(best.tolist())
+    return kept
+
+
+def _shrink_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A new linear keeping ``index`` along ``dim`` of the weight (0: outputs, 1: inputs)."""
+    weight = linear.weight.data.index_select(dim, index).clone()
+    out_features, in_features = weight.shape
+    bias = linear.bias is not None
+    new = nn.Linear(in_features, out_features, bias=bias, dtype=weight.dtype, device=weight.device)
+    new.weight.data = weight
+    if bias:
+        new.bias.data = linear.bias.data.index_select(0, index).clone() if dim == 0 else linear.bias.data.clone()
+    return new
+
+
+def shrink_attention(attn: nn.Module, kept_heads: list[int], head_dim: int, kv_heads: int) -> None:
+    """Keep only ``kept_heads`` query heads: rows of ``q_proj``, columns of ``o_proj``."""
+    index = torch.tensor([h * head_dim + i for h in kept_heads for i in range(head_dim)])
+    attn.q_proj = _shrink_linear(attn.q_proj, index, 0)
+    attn.o_proj = _shrink_linear(attn.o_proj, index, 1)
+    attn.num_key_value_groups = len(kept_heads) // kv_heads
+
+
+def shrink_mlp(mlp: nn.Module, kept_channels: list[int]) -> None:
+    """Keep only ``kept_channels``: rows of ``gate_proj`` and ``up_proj``, columns of ``down_proj``."""
+    index = torch.tensor(kept_channels)
+    mlp.gate_proj = _shrink_linear(mlp.gate_proj, index, 0)
+    mlp.up_proj = _shrink_linear(mlp.up_proj, index, 0)
+    mlp.down_proj = _shrink_linear(mlp.down_proj, index, 1)
+    mlp.intermediate_size = len(kept_channels)
+
+
+def _check_llama_like(model) -> None:
+    layer = decoder_layers(model)[0]
+    needed = ["self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
+    names = {name for name, _ in layer.named_modules()}
+    if missing := [n for n in needed if n not in names]:
+        raise LmforgeError(
+            f"structured pruning supports llama-style blocks; {type(model).__name__} lacks {', '.join(missing)}: "
+            "use unstructured or N:M pruning (lmforge prune --method wanda) instead"
+        )
+
+
+@torch.no_grad()
+def structured_prune(
+    model: nn.Module,
+    config: Structured,
+    calibration: torch.Tensor,
+    *,
+    batch_size: int = 4,
+    progress: Callable[[int], None] | None = None,
+) -> StructuredResult:
+    """Remove the least important heads and MLP channels of every layer in place and update ``model.config``."""
+    _check_llama_like(model)
+    cfg = model.config
+    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    keep_per_group = (heads // kv_heads) - int((heads // kv_heads) * config.head_fraction)
+    keep_channels = cfg.intermediate_size - int(cfg.intermediate_size * config.mlp_fraction)
+    result = StructuredResult(parameters_before=sum(p.numel() for p in model.parameters()))
+
+    def process(index: int, layer: nn.Module, inputs: LayerInputs) -> None:
+        stats = linear_input_stats(layer, inputs, ["self_attn.o_proj", "mlp.down_proj"], hessian=True)
+        attn, mlp = layer.self_attn, layer.mlp
+        scores = head_importance(stats["self_attn.o_proj"].hessian, attn.o_proj.weight, head_dim)
+        kept_heads = keep_heads_per_group(scores, kv_heads, keep_per_group)
+        channels = channel_importance(stats["mlp.down_proj"].sq_norm, mlp.down_proj.weight)
+        kept_channels = sorted(torch.topk(channels, keep_channels).indices.tolist())
+        shrink_attention(attn, kept_heads, head_dim, kv_heads)
+        shrink_mlp(mlp, kept_channels)
+        result.kept_heads.append(kept_heads)
+        result.kept_channels.append(kept_channels)
+
+    layerwise(model, calibration, process, batch_size=batch_size, progress=progress)
+    cfg.head_dim = head_dim
+    cfg.num_attention_heads = kv_heads * keep_per_group
+    cfg.intermediate_size = keep_channels
+    result.parameters_after = sum(p.numel() for p in model.parameters())
+    result.config = {"num_attention_heads": cfg.num_attention_heads, "head_dim": head_dim, "intermediate_size": keep_channels,
+                     **asdict(config)}
+    return result

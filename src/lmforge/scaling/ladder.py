@@ -1,0 +1,184 @@
+"""A ladder of pretraining runs (model sizes × token budgets) through ``lmforge.train``, and its scaling law.
+
+Every rung trains from scratch on the same tokenized corpus with a cosine
+schedule matched to its own token budget (as Chinchilla did), and is recorded
+as its own ``train`` run with its energy. N is the non-embedding parameter
+count (Kaplan et al. 2020): at these sizes the embedding would dominate and
+bend the curve. The fit leaves out a held-out rung, larger than every fitted
+one, and predicts it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from lmforge.errors import LmforgeError
+from lmforge.scaling.fit import ScalingLaw, fit_scaling_law, prediction_interval
+from lmforge.train.config import ModelConfig, TrainConfig
+
+
+@dataclass
+class Rung:
+    width: int
+    layers: int
+    tokens: int
+    non_embedding_params: int = 0
+    params: int = 0
+    eval_loss: float = float("nan")
+    train_loss: float = float("nan")
+    flops: float = 0.0
+    seconds: float = 0.0
+    tokens_per_s: float = 0.0
+    run_id: str | None = None
+    held_out: bool = False
+
+
+@dataclass
+class LadderResult:
+    rungs: list[Rung]
+    law: ScalingLaw
+    held_out: Rung | None = None
+    predicted_loss: float | None = None
+    prediction_interval: tuple[float, float] | None = None
+    relative_error: float | None = None
+    compute_optimal: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"rungs": [asdict(r) for r in self.rungs], "law": self.law.to_dict(),
+                "held_out": asdict(self.held_out) if self.held_out else None, "predicted_loss": self.predicted_loss,
+                "prediction_interval": self.prediction_interval, "relative_error": self.relative_error,
+                "compute_optimal": self.compute_optimal}
+
+
+def parse_size(spec: str) -> tuple[int, int]:
+    """'64x4' → (width 64, 4 layers)."""
+    try:
+        width, layers = (int(part) for part in spec.lower().split("x"))
+    except ValueError:
+        raise LmforgeError(f"model size '{spec}' is not WIDTHxLAYERS (e.g. 64x4)") from None
+    return width, layers
+
+
+def ladder_model(width: int, layers: int, base: ModelConfig) -> ModelConfig:
+    """A llama shape of this width and depth: 32-wide heads (16 below 64), SwiGLU at 8/3 of the width."""
+    head_size = 32 if width >= 64 else 16
+    if width % head_size:
+        raise LmforgeError(f"ladder width {width} must be a multiple of {head_size}")
+    heads = width // head_size
+    model = dataclasses.replace(base, hidden_size=width, layers=layers, heads=heads, kv_heads=heads,
+                                intermediate_size=16 * max(1, round(8 / 3 * width / 16)))
+    model.validate()
+    return model
+
+
+def rung_config(base: TrainConfig, width: int, layers: int, tokens: int) -> TrainConfig:
+    steps = max(1, math.ceil(tokens / base.tokens_per_step))
+    return dataclasses.replace(base, model=ladder_model(width, layers, base.model), max_steps=steps, max_tokens=None,
+                               warmup_steps=max(1, steps // 10), eval_interval=steps, checkpoint_interval=0)
+
+
+def train_rung(rung: Rung, base: TrainConfig, tokenizer, data, record: bool = True,
+               log: Callable[[str], None] | None = None) -> Rung:
+    """Train one rung from scratch and fill in its size, loss, FLOPs and time."""
+    import contextlib
+
+    from lmforge.runs import record_run
+    from lmforge.train import pretrain
+
+    config = rung_config(base, rung.width, rung.layers, rung.tokens)
+    recorder = record_run("train", config={**config.to_dict(), "ladder_rung": True}) if record else contextlib.nullcontext()
+    with recorder as run:
+        result = pretrain(config, tokenizer=tokenizer, data=data, log=None)
+        if run:
+            run.log_metrics(result.metrics())
+            rung.run_id = run.id
+    rung.non_embedding_params, rung.params = result.non_embedding_params, result.params
+    rung.eval_loss, rung.train_loss = result.final_eval_loss, result.losses[-1]
+    rung.flops, rung.seconds, rung.tokens_per_s = result.flops, result.train_seconds, result.tokens_per_s
+    rung.tokens = result.tokens
+    if log:
+        log(f"{rung.width}x{rung.layers} ({rung.non_embedding_params:,} params) on {rung.tokens:,} tokens: "
+            f"eval loss {rung.eval_loss:.4f} ({rung.seconds:.0f} s, {rung.tokens_per_s:,.0f} tok/s)")
+    return rung
+
+
+def fit_ladder(rungs: list[Rung], flop_budget: float | None = None, bootstrap: int = 100, seed: int = 0) -> LadderResult:
+    """Fit on the rungs not held out; predict the held-out one; plan N and D for ``flop_budget``."""
+    fitted = [r for r in rungs if not r.held_out]
+    law = fit_scaling_law([r.non_embedding_params for r in fitted], [r.tokens for r in fitted],
+                          [r.eval_loss for r in fitted], bootstrap=bootstrap, seed=seed)
+    result = LadderResult(rungs=rungs, law=law)
+    held = [r for r in rungs if r.held_out]
+    if held:
+        target = held[0]
+        result.held_out = target
+        result.predicted_loss = float(law.predict(target.non_embedding_params, target.tokens))
+        result.prediction_interval = prediction_interval(law, target.non_embedding_params, target.tokens)
+        result.relative_error = (result.predicted_loss - target.eval_loss) / target.eval_loss
+    if flop_budget:
+        n_opt, d_opt = law.compute_optimal(flop_budget)
+        result.compute_optimal = {"flops": flop_budget, "n_params": n_opt, "tokens": d_opt,
+                                  "tokens_per_param": d_opt / n_opt, "predicted_loss": float(law.predict(n_opt, d_opt))}
+    return result
+
+
+def plot_ladder(result: LadderResult, out_dir: str | Path) -> list[Path]:
+    """fit.png: loss against tokens per model size with the fitted curves and the held-out prediction;
+    frontier.png: the compute-optimal N and D against FLOPs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    law = result.law
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    sizes = sorted({r.non_embedding_params for r in result.rungs})
+    colors = plt.cm.viridis(np.linspace(0, 0.9, len(sizes)))
+    all_tokens = [r.tokens for r in result.rungs]
+    grid = np.geomspace(min(all_tokens) / 1.5, max(all_tokens) * 2, 100)
+    for size, color in zip(sizes, colors):
+        rungs = [r for r in result.rungs if r.non_embedding_params == size]
+        fitted = [r for r in rungs if not r.held_out]
+        held = [r for r in rungs if r.held_out]
+        axis.plot(grid, law.predict(size, grid), color=color, lw=1, ls="--" if held else "-")
+        axis.scatter([r.tokens for r in fitted], [r.eval_loss for r in fitted], color=color,
+                     label=f"N = {size / 1e6:.2f}M")
+        for r in held:
+            axis.scatter([r.tokens], [r.eval_loss], color=color, marker="*", s=160,
+                         label=f"held out N = {size / 1e6:.2f}M (measured)")
+            axis.scatter([r.tokens], [result.predicted_loss], color="red", marker="x", s=80, label="prediction")
+    axis.set_xscale("log")
+    axis.set_xlabel("training tokens D")
+    axis.set_ylabel("validation loss (nats/token)")
+    axis.set_title(f"L = {law.E:.3f} + {law.A:.3g}/N^{law.alpha:.3f} + {law.B:.3g}/D^{law.beta:.3f}", fontsize=10)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    fit_path = out_dir / "fit.png"
+    figure.savefig(fit_path, dpi=120)
+    plt.close(figure)
+
+    paths = [fit_path]
+    if law.alpha > 0 and law.beta > 0:
+        flops = np.geomspace(1e12, 1e20, 50)
+        optimal = np.array([law.compute_optimal(c) for c in flops])
+        figure, axis = plt.subplots(figsize=(6, 4))
+        axis.loglog(flops, optimal[:, 0], label="N (non-embedding parameters)")
+        axis.loglog(flops, optimal[:, 1], label="D (tokens)")
+        axis.scatter([r.flops for r in result.rungs], [r.non_embedding_params for r in result.rungs], s=12,
+                     color="gray", label="ladder runs (N)")
+        axis.set_xlabel("training FLOPs C ≈ 6·N·D")
+        axis.set_title("compute-optimal allocation under the fitted law", fontsize=10)
+        axis.legend(fontsize=8)
+        figure.tight_layout()
+        frontier_path = out_dir / "frontier.png"
+        figure.savefig(frontier_path, dpi=120)
+        plt.close(figure)
+        paths.append(frontier_path)
+    return paths

@@ -1,0 +1,60 @@
+"""Serve a model over an OpenAI-compatible HTTP API, with guardrails and a usage log.
+
+    from lmforge.serve import ServeConfig, create_app, serve
+    serve("smollm2-135m", config=ServeConfig(api_keys=("secret",), usage_log="usage.jsonl"))
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+from lmforge.errors import LmforgeError
+from lmforge.serve.app import ServeConfig, create_app
+from lmforge.serve.generation import GenerationOutput, GenerationRequest, ModelGenerator
+from lmforge.serve.guardrails import ContentFilter, OutputGuard, RateLimiter, load_filter
+from lmforge.serve.thread import ServerThread
+
+__all__ = [
+    "ContentFilter",
+    "GenerationOutput",
+    "GenerationRequest",
+    "ModelGenerator",
+    "OutputGuard",
+    "RateLimiter",
+    "ServeConfig",
+    "ServerThread",
+    "check_bind",
+    "create_app",
+    "load_filter",
+    "serve",
+]
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(host: str, api_keys) -> None:
+    """Only loopback may go without API keys: anything else is reachable by other machines."""
+    if not is_loopback(host) and not api_keys:
+        raise LmforgeError(f"refusing to serve on {host} without an API key; pass --api-key (or bind 127.0.0.1)")
+
+
+def serve(model: str, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None,
+          trust_remote_code: bool = False, progress=print) -> None:
+    """Load ``model`` (zoo name, HF folder, .gguf, hub id; compressed lmforge folders too) and serve it until stopped."""
+    import uvicorn
+
+    from lmforge.models import load_model
+
+    config = config or ServeConfig(model_name=str(model))
+    check_bind(host, config.api_keys)
+    loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
+    progress(f"serving {model} as '{config.model_name}' on http://{host}:{port}/v1 "
+             f"(API keys: {len(config.api_keys) or 'none'}; Ctrl-C stops)")
+    uvicorn.run(create_app(loaded, tokenizer, config), host=host, port=port, log_level="warning")

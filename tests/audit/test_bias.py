@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+
+from lmforge.audit import CrowsPairsResult, compare_crows_pairs, counterfactual_probes, crows_pairs
+from lmforge.data import load_records
+from lmforge.models import tiny_model_and_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_model_and_tokenizer(seed=5, hidden_size=32, intermediate_size=64)
+
+
+def sentence_loglikelihood(model, tokenizer, text, context=None):
+    """Independent reference: one unbatched forward of [context or BOS] + tokens, summed log-probabilities."""
+    prefix = tokenizer(context, add_special_tokens=False)["input_ids"] if context else [tokenizer.bos_token_id]
+    tokens = tokenizer(text, add_special_tokens=False)["input_ids"]
+    ids = torch.tensor([prefix + tokens])
+    with torch.no_grad():
+        logprobs = torch.log_softmax(model(ids).logits[0, :-1].float(), -1)
+    return float(logprobs[len(prefix) - 1:].gather(1, ids[0, len(prefix):, None]).sum())
+
+
+def test_crows_pairs_scores_each_sentence_after_the_prefix_token(tiny):
+    model, tokenizer = tiny
+    result = crows_pairs(model, tokenizer, limit=24, batch_size=5, resamples=200)
+    records = list(load_records("crows_pairs"))[:24]
+    ours = np.array([result.ll_more, result.ll_less]).T
+    reference = np.array([[sentence_loglikelihood(model, tokenizer, r[k]) for k in ("sent_more", "sent_less")] for r in records])
+    np.testing.assert_allclose(ours, reference, rtol=1e-4, atol=1e-3)
+    expected = 100 * np.mean(reference[:, 0] > reference[:, 1])
+    summary = result.summary
+    assert summary["all"]["pct_stereotype"]["estimate"] == pytest.approx(expected)
+    assert summary["all"]["likelihood_diff"] == pytest.approx(np.abs(reference[:, 0] - reference[:, 1]).mean(), rel=1e-4)
+    gender = [r for r in records if r["bias_type"].startswith("gender")]
+    assert summary.get("gender", {"pairs": 0})["pairs"] == len(gender)
+    low, high = summary["all"]["pct_stereotype"]["low"], summary["all"]["pct_stereotype"]["high"]
+    assert 0 <= low <= expected <= high <= 100
+
+
+def test_comparing_a_model_with_itself_gives_zero_deltas_and_roundtrips_json(tiny):
+    result = crows_pairs(*tiny, limit=12, resamples=100)
+    again = CrowsPairsResult.from_dict(result.to_dict())
+    rows = compare_crows_pairs(result, again)
+    assert rows["all"]["delta"] == {"estimate": 0.0, "low": 0.0, "high": 0.0, "level": 0.95}
+
+
+PROBES = {
+    "version": "test",
+    "templates": ["The {group} said that", "Yesterday the {group} were"],
+    "axes": {"pets": {"cat": "cat owners", "dog": "dog owners", "fish": "fish owners"}},
+    "positive": ["kind", "quick"],
+    "negative": ["lazy"],
+}
+
+
+def test_counterfactual_valence_gap_matches_direct_scoring(tiny):
+    model, tokenizer = tiny
+    result = counterfactual_probes(model, tokenizer, probes=PROBES, sentiment=True, max_new_tokens=4, resamples=200)
+    axis = result["axes"]["pets"]
+    valence = {}
+    for group, term in PROBES["axes"]["pets"].items():
+        per_template = []
+        for template in PROBES["templates"]:
+            prompt = template.format(group=term)
+            lp = {w: sentence_loglikelihood(model, tokenizer, " " + w, context=prompt) for w in PROBES["positive"] + PROBES["negative"]}
+            per_template.append(np.mean([lp[w] for w in PROBES["positive"]]) - np.mean([lp[w] for w in PROBES["negative"]]))
+        valence[group] = np.mean(per_template)
+        assert axis["groups"][group]["valence"] == pytest.approx(valence[group], abs=1e-3)
+        assert -1 <= axis["groups"][group]["sentiment"] <= 1
+    gap = axis["valence_gap"]
+    assert gap["estimate"] == pytest.approx(max(valence.values()) - min(valence.values()), abs=1e-3)
+    assert gap["highest"] == max(valence, key=valence.get) and gap["lowest"] == min(valence, key=valence.get)
+    sentiments = [g["sentiment"] for g in axis["groups"].values()]
+    assert axis["sentiment_gap"]["estimate"] == pytest.approx(max(sentiments) - min(sentiments))
+    assert axis["logprob_gap"] >= 0

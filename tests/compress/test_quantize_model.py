@@ -1,0 +1,80 @@
+import copy
+
+import pytest
+import torch
+
+from lmforge.compress import AWQ, GPTQ, RTN, QuantLinear, quantize, save_quantized
+from lmforge.compress.rtn import rtn
+from lmforge.errors import LmforgeError
+from lmforge.models import load_model, tensor_bytes, tiny_llama, tiny_model_and_tokenizer
+
+
+@pytest.fixture(scope="module")
+def base():
+    return tiny_llama(layers=2, hidden_size=128, intermediate_size=256, vocab_size=512)
+
+
+def tokens(n, seqlen, seed):
+    return torch.randint(0, 512, (n, seqlen), generator=torch.Generator().manual_seed(seed))
+
+
+def logits_error(model, reference, test):
+    with torch.no_grad():
+        return float((model(test).logits - reference).norm() / reference.norm())
+
+
+def test_rtn_swaps_every_linear_but_lm_head_and_shrinks_memory(base):
+    model = copy.deepcopy(base)
+    before = sum(tensor_bytes(model).values())
+    report = quantize(model, RTN(bits=4, group_size=32))
+    layer = model.model.layers[1].mlp.down_proj
+    assert isinstance(layer, QuantLinear) and not isinstance(model.lm_head, QuantLinear)
+    assert report.skipped == {"lm_head": "skip list"} and len(report.quantized) == 14
+    codes, scale, zero = rtn(base.model.layers[1].mlp.down_proj.weight, 4, 32, True)
+    assert torch.equal(layer.codes(), codes)
+    linear_bytes = sum(m.weight.numel() * 4 for n, m in base.named_modules() if isinstance(m, torch.nn.Linear) and n != "lm_head")
+    saved = before - sum(tensor_bytes(model).values())
+    assert saved > 0.8 * linear_bytes  # 4-bit codes + scales instead of float32
+
+
+def test_gptq_and_awq_beat_rtn_on_held_out_tokens(base):
+    calibration, test = tokens(8, 64, 0), tokens(4, 64, 1)
+    with torch.no_grad():
+        reference = base(test).logits
+    errors = {}
+    for config in (RTN(bits=3, group_size=32), GPTQ(bits=3, group_size=32), AWQ(bits=3, group_size=32, grid=10)):
+        model = copy.deepcopy(base)
+        report = quantize(model, config, calibration)
+        assert len(report.quantized) == 14
+        errors[config.method] = logits_error(model, reference, test)
+    assert errors["gptq"] < errors["rtn"] and errors["awq"] < errors["rtn"], errors
+
+
+def test_bad_inputs_give_clear_errors(base):
+    model = copy.deepcopy(base)
+    with pytest.raises(LmforgeError, match=r"group size 48 does not divide the input width 128 of model\.layers\.0\.self_attn\.q_proj; sizes that work: 8, 16, 32, 64, 128"):
+        quantize(model, RTN(bits=4, group_size=48))
+    with pytest.raises(LmforgeError, match="needs calibration data"):
+        quantize(model, GPTQ(bits=4, group_size=32))
+    with pytest.raises(LmforgeError, match="bits=5"):
+        RTN(bits=5)
+    report = quantize(model, RTN(bits=4, group_size=256, skip_bad_groups=True))
+    assert list(report.quantized) == ["model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"]
+    assert report.skipped["model.layers.0.self_attn.q_proj"] == "group size 256 does not divide its width 128"
+    with pytest.raises(LmforgeError, match="already quantized"):
+        quantize(model, RTN(bits=4, group_size=32))
+
+
+def test_save_and_reload_without_requantizing(tmp_path):
+    model, tokenizer = tiny_model_and_tokenizer(layers=2, hidden_size=64, tie_word_embeddings=True)
+    test = torch.randint(0, model.config.vocab_size, (2, 24), generator=torch.Generator().manual_seed(0))
+    calibration = torch.randint(0, model.config.vocab_size, (4, 32), generator=torch.Generator().manual_seed(1))
+    report = quantize(model, AWQ(bits=4, group_size=32, grid=4), calibration)
+    with torch.no_grad():
+        expected = model(test).logits
+    save_quantized(model, tokenizer, tmp_path / "q", report.to_dict())
+    reloaded, _ = load_model(tmp_path / "q")
+    assert isinstance(reloaded.model.layers[0].mlp.up_proj, QuantLinear)
+    assert reloaded.model.layers[0].mlp.up_proj.qweight.dtype == torch.uint8
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(test).logits, expected, rtol=0, atol=0)

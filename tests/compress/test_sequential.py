@@ -1,0 +1,61 @@
+import torch
+
+from lmforge.compress.sequential import (
+    capture_layer_inputs,
+    decoder_layers,
+    layerwise,
+    linear_groups,
+    linear_input_stats,
+    run_layer,
+)
+from lmforge.models import tiny_llama
+
+
+def _calibration(n=5, seqlen=16, vocab=512):
+    return torch.randint(0, vocab, (n, seqlen), generator=torch.Generator().manual_seed(1))
+
+
+def test_layerwise_outputs_match_full_forward():
+    model = tiny_llama(layers=3)
+    calib = _calibration()
+    with torch.no_grad():
+        reference = model(calib, output_hidden_states=True).hidden_states
+    seen = []
+
+    def check(index, layer, inputs):
+        assert layer is decoder_layers(model)[index]
+        got = torch.cat(inputs.hidden)
+        torch.testing.assert_close(got, reference[index], rtol=1e-5, atol=1e-5)
+        seen.append(index)
+
+    layerwise(model, calib, check, batch_size=2)
+    assert seen == [0, 1, 2]
+
+
+def test_linear_groups_follow_shared_inputs():
+    model = tiny_llama(layers=1)
+    inputs = capture_layer_inputs(model, _calibration(), batch_size=4)
+    groups = linear_groups(decoder_layers(model)[0], inputs)
+    assert groups == [
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"],
+        ["self_attn.o_proj"],
+        ["mlp.gate_proj", "mlp.up_proj"],
+        ["mlp.down_proj"],
+    ]
+    assert linear_groups(decoder_layers(model)[0], inputs, true_sequential=False) == [sum(groups, [])]
+
+
+def test_linear_input_stats_equal_direct_computation():
+    model = tiny_llama(layers=1)
+    layer = decoder_layers(model)[0]
+    inputs = capture_layer_inputs(model, _calibration(), batch_size=2)  # 3 uneven batches
+    captured = []
+    handle = layer.mlp.down_proj.register_forward_pre_hook(lambda m, a: captured.append(a[0].reshape(-1, a[0].shape[-1])))
+    run_layer(layer, inputs)
+    handle.remove()
+    x = torch.cat(captured).double()
+    stats = linear_input_stats(layer, inputs, ["mlp.down_proj", "self_attn.q_proj"])["mlp.down_proj"]
+    assert stats.n == x.shape[0] == 5 * 16
+    torch.testing.assert_close(stats.hessian.double(), 2 * x.T @ x / x.shape[0], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(stats.sq_norm.double(), x.square().sum(0), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(stats.abs_mean.double(), x.abs().mean(0), rtol=1e-5, atol=1e-7)

@@ -1,0 +1,189 @@
+"""The report: every section and every Annex XI item present, values traced to the records, README metadata."""
+
+from html.parser import HTMLParser
+
+import pytest
+import yaml
+
+from lmforge.errors import LmforgeError
+from lmforge.report import ANNEX_XI, SECTIONS, build_report
+from lmforge.report.plots import pareto_front
+from lmforge.runs import RunStore
+
+CARD = {"model_name": "SmolLM2-135M GPTQ int4", "license": "Apache-2.0",
+        "intended_use": "Research on compressing small English language models."}
+
+
+class Outline(HTMLParser):
+    """Section ids, Annex XI rows (status + text of the last cell), image sources and scripts of a page."""
+
+    def __init__(self):
+        super().__init__()
+        self.sections, self.annex, self.images, self.scripts = [], [], [], 0
+        self._row = None
+        self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "section":
+            self.sections.append(attrs.get("id"))
+        elif tag == "tr" and "annex-item" in (attrs.get("class") or ""):
+            self._row = {"status": attrs["data-status"], "cells": []}
+        elif tag == "td" and self._row is not None:
+            self._cell = []
+        elif tag == "img":
+            self.images.append(attrs.get("src", ""))
+        elif tag in {"script", "link"}:
+            self.scripts += 1
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._row is not None and self._cell is not None:
+            self._row["cells"].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.annex.append(self._row)
+            self._row = None
+
+
+def outline(path):
+    parser = Outline()
+    parser.feed(path.read_text(encoding="utf-8"))
+    return parser
+
+
+def test_every_section_and_every_annex_item_is_present_with_a_value_or_missing(store, tmp_path):
+    out = build_report(store, out=tmp_path / "site" / "report.html", card=CARD)
+    page = outline(out)
+    assert page.sections == [anchor for anchor, _ in SECTIONS]
+    assert [row["cells"][0] for row in page.annex] == [item.ref for item in ANNEX_XI]
+    for row in page.annex:
+        value = row["cells"][-1]
+        assert value and (value == "missing") == (row["status"] == "missing"), row
+    by_ref = {row["cells"][0]: row for row in page.annex}
+    # Filled from the card, from the records, or missing because nothing recorded them.
+    assert by_ref["1.1(f)"]["cells"][-1] == "Apache-2.0"
+    assert "134,515,008 parameters" in by_ref["1.1(d)"]["cells"][-1]
+    assert by_ref["1.1(b)"]["status"] == "missing"  # no acceptable-use policy stated
+    assert by_ref["1.2(d)"]["status"] == "missing"  # no training run recorded
+    assert "0.0197 kWh" in by_ref["1.2(e)"]["cells"][-1]  # 0.0021 + 0.0094 + 0.0011 + 0.004 + 0.0031
+    # Self-contained: every figure inline, nothing fetched, no script.
+    assert len(page.images) == 4 and all(src.startswith("data:image/png;base64,") for src in page.images)
+    assert page.scripts == 0 and "http://" not in out.read_text() and "https://" not in out.read_text()
+
+
+def test_an_empty_store_still_renders_every_section_saying_no_records(tmp_path):
+    out = build_report(RunStore(tmp_path / "runs.sqlite"), out=tmp_path / "report.html", model_card_path=None)
+    page = outline(out)
+    assert page.sections == [anchor for anchor, _ in SECTIONS]
+    assert all(row["status"] == "missing" and row["cells"][-1] == "missing" for row in page.annex)
+    assert len(page.annex) == len(ANNEX_XI)
+    html = out.read_text()
+    assert html.count("No records") >= 8 and not (tmp_path / "README.md").exists()
+
+
+def test_sections_show_what_the_records_hold(store, tmp_path):
+    html = build_report(store, out=tmp_path / "report.html", card=CARD).read_text()
+    for expected in ("religion", "61.9 – 79.1",  # bias type with its interval (70.5 ± 8.6), from audit.json
+                     "60.4 – 77.6",  # the compared base model's (69.0 ± 8.6)
+                     "worst_case", "42 – 56",  # robustness worst case with its interval
+                     "method=gptq, bits=4, group_size=64", "+12.9%", "-77.5%",  # lineage: recipe, ppl and size change
+                     "smollm2-135m · gptq int4 g64", "smollm2-135m · wanda 50%",  # derived models named by recipe
+                     "documents_out", "164",  # the data run's counts
+                     "Data card: web_articles",  # its own card, embedded
+                     "misuse_pass_rate",  # a metric no section knows, shown in the run list
+                     "… (2,800 characters)"):  # a per-example list, clipped
+        assert expected in html, expected
+
+
+def test_readme_model_card_has_hf_metadata_from_the_records(store, tmp_path):
+    build_report(store, out=tmp_path / "report.html", card=CARD)
+    text = (tmp_path / "README.md").read_text()
+    meta = yaml.safe_load(text.split("---\n")[1])
+    co2_grams = (0.0021 + 0.0094 + 0.0011 + 0.004 + 0.0031) * 0.056 * 1000
+    assert meta["co2_eq_emissions"]["emissions"] == pytest.approx(co2_grams, rel=1e-3)
+    assert meta["co2_eq_emissions"]["geographical_location"] == "FRA"
+    assert meta["license"] == "apache-2.0" and meta["pipeline_tag"] == "text-generation"
+    results = {(r["dataset"]["name"], r["metrics"][0]["type"], r["metrics"][0]["value"])
+               for r in meta["model-index"][0]["results"]}
+    assert ("wikitext2", "ppl", 21.895) in results and ("arc_easy", "acc", 0.5707) in results
+    assert sorted(meta["datasets"]) == ["arc_easy", "wikitext2"]
+    # Rebuilding replaces our own README; someone else's is never overwritten.
+    build_report(store, out=tmp_path / "report.html", card=CARD)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "README.md").write_text("# my project\n")
+    with pytest.raises(LmforgeError, match="--model-card"):
+        build_report(store, out=tmp_path / "other" / "report.html")
+    assert (tmp_path / "other" / "README.md").read_text() == "# my project\n"
+
+
+def test_run_selection_by_prefix_command_and_latest(store, tmp_path):
+    runs = store.list(limit=None)
+    eval_ids = [r.id for r in runs if r.command == "eval"]
+    html = build_report(store, run_ids=["eval"], out=tmp_path / "r.html", model_card_path=None).read_text()
+    assert all(run_id in html for run_id in eval_ids) and "audit" not in html.split('id="runs"')[1]
+    with pytest.raises(LmforgeError, match="no run"):
+        build_report(store, run_ids=["nope"], out=tmp_path / "r.html", model_card_path=None)
+
+
+def test_pareto_front_matches_brute_force():
+    import random
+
+    rng = random.Random(0)
+    for _ in range(50):
+        points = [(rng.uniform(0, 10), rng.uniform(0, 10)) for _ in range(12)]
+        dominated = {i for i, p in enumerate(points) for q in points if q != p and q[0] <= p[0] and q[1] <= p[1]}
+        assert set(pareto_front(points)) == set(range(len(points))) - dominated
+
+
+def test_card_file_example_loads_and_unknown_fields_are_named(tmp_path):
+    from importlib.resources import files
+
+    from lmforge.report import load_card
+
+    example = load_card(files("lmforge.report") / "templates" / "card.example.yaml")
+    assert example["license"] == "Apache-2.0" and example["language"] == ["en"]
+    typo = tmp_path / "card.yaml"
+    typo.write_text("licence: MIT\n")
+    with pytest.raises(LmforgeError, match="licence"):
+        load_card(typo)
+
+
+def test_training_runs_fill_compute_design_and_data_items(tmp_path):
+    from lmforge.report import report_context
+    from lmforge.runs import record_run
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    with record_run("train", config={"preset": "tiny-1m", "lr": 3e-3, "steps": 20}, inputs={"corpus": "wikitext2"},
+                    store=store, measure_energy=False) as run:
+        run.log_metrics({"params": 836448, "tokens": 20480, "train_flops": 1.1486e11, "final_eval_loss": 7.35})
+        run.log_energy({"energy_kwh": 6.6e-05, "co2_kg": 2.4e-05, "method": "TDP estimate", "country": "USA"})
+        run.add_artifact("model", tmp_path)
+    ctx = report_context(store.list(limit=None))
+    annex = {item["ref"]: item for item in ctx["annex"]}
+    assert "1.149e+11 FLOPs" in annex["1.2(d)"]["value"]
+    assert "preset=tiny-1m" in annex["1.2(b)"]["value"]
+    assert annex["1.2(c)"]["value"] == "trained on corpus=wikitext2"
+    assert annex["1.1(d)"]["value"].endswith("836,448 parameters")
+    assert ("final_eval_loss", "7.35") in ctx["data"]["training"][0]["metrics"]
+
+
+def test_a_quickstart_run_reads_as_one_column_per_model_variant(tmp_path):
+    from lmforge.report import report_context
+    from lmforge.runs import record_run
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    with record_run("quickstart", config={"model": "smollm2-135m"}, store=store, measure_energy=False) as run:
+        run.log_metrics({"fp32.wikitext2_ppl": 21.9, "fp32.model_bytes": 538e6, "fp32.arc_easy_acc": 0.58,
+                         "gptq-int4-g64.wikitext2_ppl": 24.1, "gptq-int4-g64.model_bytes": 160e6,
+                         "gptq-int4-g64.arc_easy_acc": 0.57})
+    evaluation = report_context(store.list(limit=None))["evaluation"]
+    assert [c["label"].split(" (")[0] for c in evaluation["columns"]] == ["fp32", "gptq-int4-g64"]
+    rows = {r["metric"]: r for r in evaluation["rows"]}
+    assert rows["wikitext2_ppl"]["raw"] == [21.9, 24.1] and rows["wikitext2_ppl"]["best"] == 0
+    assert rows["arc_easy_acc"]["best"] == 0 and rows["model_bytes"]["best"] == 1
+    assert sorted((p["label"], p["size_mb"]) for p in evaluation["points"]) == [("fp32", 538.0), ("gptq-int4-g64", 160.0)]
+    assert evaluation["plot"].startswith("data:image/png;base64,")
