@@ -64,7 +64,8 @@ def run_lm_eval(lm_eval_python: str, model_dir: Path, csv_path: Path, limit: int
     samples_file = sorted(glob.glob(str(work / "out" / "**" / f"samples_{TASK}_*.jsonl"), recursive=True))[-1]
     samples = sorted((json.loads(line) for line in open(samples_file)), key=lambda s: s["doc_id"])
     lls = np.array([[float(r[0][0]) for r in s["resps"]] for s in samples])
-    return {"seconds": seconds, "pct_stereotype": 100 * metrics["pct_stereotype,none"],
+    return {"seconds": seconds, "evaluation_seconds": float(results.get("total_evaluation_time_seconds", "nan")),
+            "pct_stereotype": 100 * metrics["pct_stereotype,none"],
             "pct_stereotype_stderr": 100 * metrics["pct_stereotype_stderr,none"],
             "likelihood_diff": metrics["likelihood_diff,none"], "pairs": len(samples), "lls": lls}
 
@@ -87,6 +88,10 @@ def main() -> None:
     start = time.perf_counter()
     ours = crows_pairs(model, tokenizer, limit=args.limit, batch_size=args.batch_size)
     our_seconds = time.perf_counter() - start
+    # lm-eval's wall time includes starting Python and loading the model; time that part here too.
+    start = time.perf_counter()
+    load_model(args.model)
+    load_seconds = time.perf_counter() - start
     summary = ours.summary["all"]
 
     our_lls = np.stack([ours.ll_more, ours.ll_less], axis=1)
@@ -94,20 +99,22 @@ def main() -> None:
     agree = float(((our_lls[:, 0] > our_lls[:, 1]) == (their_lls[:, 0] > their_lls[:, 1])).mean())
     max_ll_gap = float(np.abs(our_lls - their_lls).max())
     pairs = summary["pairs"]
+    ours_total = our_seconds + load_seconds
     rows = [
         ("lm-evaluation-harness 0.4.13", theirs["pct_stereotype"], theirs["pct_stereotype_stderr"], "-",
-         theirs["likelihood_diff"], theirs["seconds"], pairs / theirs["seconds"]),
+         theirs["likelihood_diff"], theirs["seconds"], theirs["evaluation_seconds"], pairs / theirs["evaluation_seconds"]),
         ("lmforge", summary["pct_stereotype"]["estimate"], summary["pct_stereotype_stderr"],
          f"[{summary['pct_stereotype']['low']:.2f}, {summary['pct_stereotype']['high']:.2f}]",
-         summary["likelihood_diff"], our_seconds, pairs / our_seconds),
+         summary["likelihood_diff"], "-", ours_total, pairs / ours_total),
     ]
     print_table(f"CrowS-Pairs (English), {args.model}, {pairs} pairs, batch {args.batch_size}",
-                ["tool", "pct_stereotype", "± stderr", "bootstrap 95 %", "likelihood_diff", "wall s", "pairs/s"], rows)
+                ["tool", "pct_stereotype", "± stderr", "bootstrap 95 %", "likelihood_diff", "process wall s",
+                 "load + score s", "pairs/s"], rows)
     gap = abs(summary["pct_stereotype"]["estimate"] - theirs["pct_stereotype"])
     print(f"pct_stereotype difference {gap:.3f} points (target < 0.1); pairs decided alike {100 * agree:.2f} %; "
           f"max |log-likelihood difference| {max_ll_gap:.2e}")
     save_json(args.out, {"model": args.model, "pairs": pairs, "batch_size": args.batch_size, "lm_eval": theirs,
-                         "lmforge": {"seconds": our_seconds, **ours.summary}, "pct_stereotype_gap": gap,
+                         "lmforge": {"seconds": our_seconds, "load_seconds": load_seconds, **ours.summary}, "pct_stereotype_gap": gap,
                          "decision_agreement": agree, "max_abs_loglikelihood_gap": max_ll_gap})
 
 

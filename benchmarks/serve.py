@@ -2,12 +2,14 @@
 
     flock /tmp/lmforge-heavy.lock python benchmarks/serve.py [--clients 4 --requests 4 --max-tokens 32]
 
-Each of ``--clients`` threads sends ``--requests`` completions one after another through the
-official ``openai`` client (greedy, fixed max_tokens, guards on). Measured in the same run:
+``--requests`` rounds; in each, ``--clients`` threads send one completion at once through the official
+``openai`` client (greedy, fixed max_tokens, guards on). Each round runs, one after the other:
 
-* the server with batching (up to 8 requests per batch, 5 ms window),
-* the same server with batching off (max_batch_size=1): what the batching queue buys,
-* the baseline: transformers ``generate`` at batch 1 on the same prompts, one after another, no HTTP.
+* the baseline: transformers ``generate`` at batch 1 on the same prompts, one after another, no HTTP,
+* the server with batching off (max_batch_size=1),
+* the same server with batching (up to 8 requests per batch, 5 ms window): what the batching queue buys.
+
+Interleaving the three settings round by round spreads any change in machine load over all of them.
 
 The int4 model is RTN int4, symmetric, groups of 64 (lm_head and embeddings kept), the packed
 format GPTQ writes too, so its serving speed stands for both; it is skipped if
@@ -42,67 +44,85 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-def summarize(name: str, latencies: list[float], tokens: int, wall: float, errors: int) -> dict:
-    return {"setting": name, "requests": len(latencies), "errors": errors, "completion_tokens": tokens,
-            "wall_s": wall, "p50_s": percentile(latencies, 0.5), "p99_s": percentile(latencies, 0.99),
-            "mean_s": statistics.mean(latencies), "tokens_per_s": tokens / wall, "requests_per_s": len(latencies) / wall}
+class Tally:
+    """Latencies, tokens and busy time of one setting, summed over the rounds."""
+
+    def __init__(self, name: str):
+        self.name, self.latencies, self.tokens, self.wall, self.errors = name, [], 0, 0.0, 0
+        self.lock = threading.Lock()
+
+    def summary(self) -> dict:
+        return {"setting": self.name, "requests": len(self.latencies), "errors": self.errors,
+                "completion_tokens": self.tokens, "wall_s": self.wall, "p50_s": percentile(self.latencies, 0.5),
+                "p99_s": percentile(self.latencies, 0.99), "mean_s": statistics.mean(self.latencies),
+                "tokens_per_s": self.tokens / self.wall, "requests_per_s": len(self.latencies) / self.wall}
 
 
-def load_test(model, tokenizer, texts: list[str], clients: int, max_tokens: int, batch: int) -> dict:
-    import openai
+def serve_round(api, texts: list[str], max_tokens: int, tally: Tally) -> None:
+    """One request per client, all at once."""
 
-    from lmforge.serve import ServeConfig, ServerThread, create_app
-
-    config = ServeConfig(model_name="bench", api_keys=("bench",), rate_per_minute=1e6, max_batch_size=batch)
-    app = create_app(model, tokenizer, config)
-    latencies, tokens, errors = [], [0], [0]
-    lock = threading.Lock()
-    per_client = [texts[i::clients] for i in range(clients)]
-    with ServerThread(app) as server:
-        api = openai.OpenAI(base_url=server.base_url, api_key="bench", max_retries=0, timeout=600)
-        api.completions.create(model="bench", prompt="warm up", max_tokens=2, temperature=0)
-
-        def client(mine: list[str]) -> None:
-            for text in mine:
-                started = time.perf_counter()
-                try:
-                    done = api.completions.create(model="bench", prompt=text, max_tokens=max_tokens, temperature=0)
-                except Exception:
-                    with lock:
-                        errors[0] += 1
-                    continue
-                with lock:
-                    latencies.append(time.perf_counter() - started)
-                    tokens[0] += done.usage.completion_tokens
-
-        threads = [threading.Thread(target=client, args=(mine,)) for mine in per_client]
+    def client(text: str) -> None:
         started = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        wall = time.perf_counter() - started
-        sizes = dict(app.state.batcher.batch_sizes)
-    result = summarize(f"lmforge serve, batch≤{batch}", latencies, tokens[0], wall, errors[0])
-    result["batch_sizes"] = sizes
-    return result
+        try:
+            done = api.completions.create(model="bench", prompt=text, max_tokens=max_tokens, temperature=0)
+        except Exception:
+            with tally.lock:
+                tally.errors += 1
+            return
+        with tally.lock:
+            tally.latencies.append(time.perf_counter() - started)
+            tally.tokens += done.usage.completion_tokens
+
+    threads = [threading.Thread(target=client, args=(text,)) for text in texts]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    tally.wall += time.perf_counter() - started
 
 
 @torch.inference_mode()
-def baseline(model, tokenizer, texts: list[str], max_tokens: int) -> dict:
-    warm = torch.tensor([tokenizer.encode("warm up", add_special_tokens=False)])
-    model.generate(warm, attention_mask=torch.ones_like(warm), max_new_tokens=2, pad_token_id=tokenizer.pad_token_id)
-    latencies, tokens = [], 0
+def generate_round(model, tokenizer, texts: list[str], max_tokens: int, tally: Tally) -> None:
+    """The same requests through transformers' generate, one after another (no server, no batching)."""
     started = time.perf_counter()
     for text in texts:
         ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)])
         t0 = time.perf_counter()
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False,
                              pad_token_id=tokenizer.pad_token_id)
-        latencies.append(time.perf_counter() - t0)
-        tokens += out.shape[1] - ids.shape[1]
-    return summarize("baseline: generate, b1", latencies, tokens,
-                     time.perf_counter() - started, 0)
+        tally.latencies.append(time.perf_counter() - t0)
+        tally.tokens += out.shape[1] - ids.shape[1]
+    tally.wall += time.perf_counter() - started
+
+
+def measure(model, tokenizer, texts: list[str], clients: int, max_tokens: int) -> list[dict]:
+    """Rounds of `clients` requests; each round runs the baseline, then the server unbatched, then batched,
+    so a change in machine load during the run falls on all three alike."""
+    import openai
+
+    from lmforge.serve import ServeConfig, ServerThread, create_app
+
+    apps = {batch: create_app(model, tokenizer, ServeConfig(model_name="bench", api_keys=("bench",),
+                                                            rate_per_minute=1e6, max_batch_size=batch))
+            for batch in (1, 8)}
+    tallies = {"generate": Tally("generate b1 (baseline)"), 1: Tally("serve batch≤1"),
+               8: Tally("serve batch≤8")}
+    with ServerThread(apps[1]) as unbatched, ServerThread(apps[8]) as batched:
+        apis = {batch: openai.OpenAI(base_url=server.base_url, api_key="bench", max_retries=0, timeout=600)
+                for batch, server in ((1, unbatched), (8, batched))}
+        for api in apis.values():
+            api.completions.create(model="bench", prompt="warm up", max_tokens=2, temperature=0)
+        generate_round(model, tokenizer, ["warm up"], 2, Tally("warm-up"))
+        for start in range(0, len(texts), clients):
+            chunk = texts[start:start + clients]
+            generate_round(model, tokenizer, chunk, max_tokens, tallies["generate"])
+            for batch, api in apis.items():
+                serve_round(api, chunk, max_tokens, tallies[batch])
+        results = [tally.summary() for tally in tallies.values()]
+        for batch, row in zip((1, 8), results[1:]):
+            row["batch_sizes"] = dict(apps[batch].state.batcher.batch_sizes)
+    return results
 
 
 def main() -> None:
@@ -118,8 +138,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from lmforge.cli.common import print_table, save_json
+    from lmforge.cli.common import console, print_table, save_json
     from lmforge.models import load_model, tensor_bytes
+
+    console.width = max(console.width, 120)  # one line per row, also when the output goes to a log file
 
     model, tokenizer = load_model(args.model)
     texts = prompts(tokenizer, args.clients * args.requests, args.prompt_tokens)
@@ -136,9 +158,7 @@ def main() -> None:
     for name, prepare in variants:
         model = prepare(model)
         ram_mb = sum(tensor_bytes(model).values()) / 1e6
-        for row in (baseline(model, tokenizer, texts, args.max_tokens),
-                    load_test(model, tokenizer, texts, args.clients, args.max_tokens, batch=1),
-                    load_test(model, tokenizer, texts, args.clients, args.max_tokens, batch=8)):
+        for row in measure(model, tokenizer, texts, args.clients, args.max_tokens):
             results.append({"model": name, "model_ram_mb": ram_mb, **row})
             print(json.dumps(results[-1]), flush=True)
     print_table(f"serve load test: {args.clients} clients × {args.requests} requests, {args.prompt_tokens}-token "

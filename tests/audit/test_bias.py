@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from lmforge.audit import CrowsPairsResult, compare_crows_pairs, counterfactual_probes, crows_pairs
+from lmforge.audit import CrowsPairsResult, compare_counterfactual, compare_crows_pairs, counterfactual_probes, crows_pairs
 from lmforge.data import load_records
 from lmforge.models import tiny_model_and_tokenizer
 
@@ -57,7 +57,7 @@ PROBES = {
 
 def test_counterfactual_valence_gap_matches_direct_scoring(tiny):
     model, tokenizer = tiny
-    result = counterfactual_probes(model, tokenizer, probes=PROBES, sentiment=True, max_new_tokens=4, resamples=200)
+    result = counterfactual_probes(model, tokenizer, probes=PROBES, sentiment=False, resamples=200)
     axis = result["axes"]["pets"]
     valence = {}
     for group, term in PROBES["axes"]["pets"].items():
@@ -68,10 +68,35 @@ def test_counterfactual_valence_gap_matches_direct_scoring(tiny):
             per_template.append(np.mean([lp[w] for w in PROBES["positive"]]) - np.mean([lp[w] for w in PROBES["negative"]]))
         valence[group] = np.mean(per_template)
         assert axis["groups"][group]["valence"] == pytest.approx(valence[group], abs=1e-3)
-        assert -1 <= axis["groups"][group]["sentiment"] <= 1
     gap = axis["valence_gap"]
     assert gap["estimate"] == pytest.approx(max(valence.values()) - min(valence.values()), abs=1e-3)
     assert gap["highest"] == max(valence, key=valence.get) and gap["lowest"] == min(valence, key=valence.get)
+    assert gap["low"] <= gap["high"] and axis["logprob_gap"] >= 0
+
+
+def test_counterfactual_sentiment_scores_the_greedy_continuations(tiny):
+    pytest.importorskip("vaderSentiment")
+    from lmforge.audit.bias import sentiment_scorer
+    from lmforge.audit.generation import generate
+
+    model, tokenizer = tiny
+    axis = counterfactual_probes(model, tokenizer, probes=PROBES, max_new_tokens=4, resamples=200)["axes"]["pets"]
+    score = sentiment_scorer()
+    for group, term in PROBES["axes"]["pets"].items():
+        continuations = generate(model, tokenizer, [t.format(group=term) for t in PROBES["templates"]], max_new_tokens=4)
+        assert axis["groups"][group]["sentiment"] == pytest.approx(np.mean([score(c) for c in continuations]))
     sentiments = [g["sentiment"] for g in axis["groups"].values()]
     assert axis["sentiment_gap"]["estimate"] == pytest.approx(max(sentiments) - min(sentiments))
-    assert axis["logprob_gap"] >= 0
+    assert score("a wonderful, kind friend") > 0.5 > -0.5 > score("a horrible, violent liar")
+
+
+def test_counterfactual_comparison_is_paired_over_templates(tiny):
+    model, tokenizer = tiny
+    other, _ = tiny_model_and_tokenizer(seed=6, hidden_size=32, intermediate_size=64)
+    a = counterfactual_probes(model, tokenizer, probes=PROBES, sentiment=False, resamples=200)
+    b = counterfactual_probes(other, tokenizer, probes=PROBES, sentiment=False, resamples=200)
+    rows = compare_counterfactual(a, b, resamples=200)["pets"]["valence_gap"]
+    assert rows["delta"]["estimate"] == pytest.approx(b["axes"]["pets"]["valence_gap"]["estimate"] - a["axes"]["pets"]["valence_gap"]["estimate"])
+    assert rows["delta"]["low"] <= rows["delta"]["high"]
+    same = compare_counterfactual(a, a, resamples=200)["pets"]["valence_gap"]["delta"]
+    assert same == {"estimate": 0.0, "low": 0.0, "high": 0.0}

@@ -8,11 +8,14 @@ from lmforge.runs import RunStore
 
 def test_audit_compare_writes_json_records_a_run_and_shows_zero_deltas_for_the_same_model(tiny_folder, tmp_path):
     out = tmp_path / "audit.json"
-    result = CliRunner().invoke(app, ["audit", str(tiny_folder), "--suite", "robustness,misuse", "--limit", "3",
-                                      "--compare", str(tiny_folder), "--resamples", "50", "--json", str(out)])
+    result = CliRunner().invoke(app, ["audit", str(tiny_folder), "--suite", "robustness,misuse,privacy", "--limit", "3",
+                                      "--compare", str(tiny_folder), "--resamples", "50", "--canary", "my pin is |42",
+                                      "--json", str(out)])
     assert result.exit_code == 0, result.output
     data = json.loads(out.read_text())
-    assert set(data["report"]) == {"robustness", "misuse"}
+    assert set(data["report"]) == {"robustness", "misuse", "privacy"}
+    (canary,) = data["report"]["privacy"]["canaries"]
+    assert canary["space_size"] == 100 and canary["method"] == "exact" and 1 <= canary["rank"] <= 100
     robustness = data["comparison"]["robustness"]["arc_easy"]["acc"]
     assert robustness["clean"]["estimate"] == 0 and robustness["worst_case"]["estimate"] == 0
     assert data["comparison"]["misuse"]["all"]["delta"] == 0

@@ -159,3 +159,23 @@ def test_sigkill_then_resume_gives_identical_output(corpus, tmp_path):
     run(tmp_path / "killed", "0")
     assert read_outputs(tmp_path / "killed") == read_outputs(tmp_path / "whole")
     assert load_stats(tmp_path / "killed")["documents_out"] == load_stats(tmp_path / "whole")["documents_out"]
+
+
+def test_shipped_pipelines_parse():
+    import lmforge.data.curate as curate
+
+    shipped = sorted((Path(curate.__file__).parent / "pipelines").glob("*.yaml"))
+    assert shipped
+    for path in shipped:
+        pipeline = Pipeline.from_yaml(path)
+        assert pipeline.steps and pipeline.stages()[-1][1] is None
+
+
+@pytest.mark.slow
+def test_ray_engine_matches_local_engine(corpus, tmp_path):
+    """The Ray engine against a local Ray instance: same steps, same output as the local engine."""
+    pytest.importorskip("ray", reason="the Ray engine needs `pip install 'lmforge[ray]'`")
+    local = Pipeline.from_dict(config(corpus, tmp_path / "local")).run(engine="local", workers=1)
+    on_ray = Pipeline.from_dict(config(corpus, tmp_path / "ray")).run(engine="ray", workers=2)
+    assert read_outputs(tmp_path / "ray") == read_outputs(tmp_path / "local")
+    assert on_ray["steps"] == {k: {**v, "seconds": on_ray["steps"][k]["seconds"]} for k, v in local["steps"].items()}

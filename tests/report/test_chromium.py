@@ -5,6 +5,7 @@ import shutil
 import subprocess
 
 import pytest
+from PIL import Image
 
 from lmforge.report import ANNEX_XI, SECTIONS, build_report, screenshot
 
@@ -32,19 +33,13 @@ def test_console_errors_are_detected(tmp_path):
     assert any("Uncaught ReferenceError" in line for line in console)
 
 
-def test_report_renders_in_chromium_without_console_errors(store, tmp_path):
+def test_report_renders_in_chromium_without_console_errors_and_screenshots(store, tmp_path):
     out = build_report(store, out=tmp_path / "report.html", model_card_path=None)
     dom, console = render(out, tmp_path / "profile")
     assert console == []
     for anchor, title in SECTIONS:
         assert f'<section id="{anchor}">' in dom and title in dom
     assert dom.count('class="annex-item"') == len(ANNEX_XI)
-
-
-def test_screenshot_writes_a_png_of_the_requested_size(store, tmp_path):
-    from PIL import Image
-
-    out = build_report(store, out=tmp_path / "report.html", model_card_path=None)
     png = screenshot(out, tmp_path / "docs" / "report.png", width=800, height=600)
     with Image.open(png) as image:
         assert image.size == (800, 600)

@@ -187,3 +187,23 @@ def test_a_quickstart_run_reads_as_one_column_per_model_variant(tmp_path):
     assert rows["arc_easy_acc"]["best"] == 0 and rows["model_bytes"]["best"] == 1
     assert sorted((p["label"], p["size_mb"]) for p in evaluation["points"]) == [("fp32", 538.0), ("gptq-int4-g64", 160.0)]
     assert evaluation["plot"].startswith("data:image/png;base64,")
+
+
+def test_odd_records_do_not_break_the_report(tmp_path):
+    from lmforge.runs import record_run
+
+    store = RunStore(tmp_path / "runs.sqlite")
+    with record_run("eval", config={"model": None}, inputs={"model": {"unexpected": 1}}, store=store,
+                    measure_energy=False) as run:
+        run.log_metrics({"none": None, "nan.ppl": float("nan"), "inf_acc": float("inf"), "flag": True,
+                         "list": [1, 2], "nested": {"text": "<script>alert(1)</script>"}, "ok.acc": 0.5})
+        run.log_energy({"method": "unavailable", "reason": "no RAPL"})
+    with pytest.raises(RuntimeError), record_run("compress", config={"method": "gptq"}, store=store,
+                                                 measure_energy=False):
+        raise RuntimeError("out of memory")
+    html = build_report(store, out=tmp_path / "report.html", model_card_path=tmp_path / "card.md").read_text()
+    assert "<script>alert(1)</script>" not in html and "&lt;script&gt;" in html  # recorded text is escaped
+    assert "RuntimeError: out of memory" in html  # the failed run is listed with its error
+    page = outline(tmp_path / "report.html")
+    assert page.sections == [anchor for anchor, _ in SECTIONS] and page.scripts == 0
+    assert (tmp_path / "card.md").read_text().startswith("---\n")

@@ -206,3 +206,34 @@ def test_without_screens_streaming_is_not_held_back(tiny):
             model="stub", prompt="x", max_tokens=50, stream=True, stop=["nine ten one"])]
     assert "".join(chunks) == "one two three four five six seven eight "
     assert len([c for c in chunks if c]) >= 7  # pieces flow as generated, not in one block at the end
+
+
+def test_a_saved_int4_model_loads_and_serves_like_its_own_generate(tmp_path):
+    compress = pytest.importorskip("lmforge.compress.quantize")
+    from lmforge.compress.config import RTN
+    from lmforge.compress.serialize import save_quantized
+    from lmforge.models import load_model, tiny_model_and_tokenizer
+
+    model, tokenizer = tiny_model_and_tokenizer(seed=5)
+    compress.quantize(model, RTN(bits=4, group_size=32))
+    loaded, loaded_tokenizer = load_model(save_quantized(model, tokenizer, tmp_path / "int4"))
+    assert any(type(m).__name__ == "QuantLinear" for m in loaded.modules())  # still packed after loading
+    app = create_app(loaded, loaded_tokenizer, ServeConfig(model_name="int4", batch_window_ms=1000))
+    prompts = ["The quick brown fox", "Science questions ask about plants"]  # different lengths: left padding
+    answers = {}
+    with ServerThread(app) as server:
+        api = client(server, key="unused")
+
+        def ask(prompt):
+            answers[prompt] = api.completions.create(model="int4", prompt=prompt, max_tokens=6,
+                                                     temperature=0).choices[0].text
+
+        threads = [threading.Thread(target=ask, args=(p,)) for p in prompts]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert app.state.batcher.batch_sizes == {2: 1}  # both ran in one left-padded batch
+    for prompt, answer in answers.items():
+        ids = loaded_tokenizer.encode(prompt, add_special_tokens=False)
+        assert answer == greedy_reference(loaded, loaded_tokenizer, ids, 6).removesuffix("\ufffd")

@@ -65,3 +65,15 @@ def test_arc_easy_instructions_are_real_and_bad_files_are_named(tmp_path):
     model, tokenizer = tiny_model_and_tokenizer()
     with pytest.raises(LmforgeError, match="needs fields 'prompt' and 'response'"):
         finetune(model, tokenizer, FinetuneConfig(data=str(bad), format="instruction"), log=None)
+
+
+def test_merge_saves_a_plain_model_that_loads(tmp_path, instruction_file, one_thread):
+    from lmforge.models import load_model
+
+    model, tokenizer = tiny_model_and_tokenizer(hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64)
+    config = FinetuneConfig(data=str(instruction_file), max_steps=2, merge=True, dropout=0.0)
+    result = finetune(model, tokenizer, config, tmp_path / "merged", forgetting_report=False, log=None)
+    loaded, _ = load_model(tmp_path / "merged")
+    ids = torch.randint(0, len(tokenizer), (1, 12))
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(ids).logits, result.model(ids).logits, atol=1e-5, rtol=1e-5)

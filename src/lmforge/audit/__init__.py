@@ -1,6 +1,7 @@
 """Audit: bias (CrowS-Pairs, counterfactual probes), privacy (canaries, membership, PII), robustness, misuse."""
 
-from lmforge.audit.bias import CROWS_SUBSETS, CrowsPairsResult, compare_crows_pairs, counterfactual_probes, crows_pairs
+from lmforge.audit.bias import (CROWS_SUBSETS, CrowsPairsResult, compare_counterfactual, compare_crows_pairs,
+                                counterfactual_probes, crows_pairs)
 from lmforge.audit.misuse import load_misuse_probes, misuse_probes
 from lmforge.audit.privacy import canary_exposure, member_split, membership_scores, membership_signals, pii_in_generations
 from lmforge.audit.robustness import PERTURBATIONS, compare_robustness, perturb_document, robustness
@@ -18,6 +19,7 @@ __all__ = [
     "bootstrap_mean",
     "canary_exposure",
     "compare_audits",
+    "compare_counterfactual",
     "compare_crows_pairs",
     "compare_robustness",
     "counterfactual_probes",

@@ -129,10 +129,11 @@ def load_counterfactual_probes(path: str | Path | None = None) -> dict[str, Any]
     source = Path(path) if path else PROBES_DIR / "counterfactual_v1.json"
     try:
         probes = json.loads(source.read_text(encoding="utf-8"))
-        for key in ("version", "templates", "axes", "positive", "negative"):
-            probes[key]
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
-        raise LmforgeError(f"{source}: not a counterfactual probe file ({exc}); see lmforge/audit/probes/counterfactual_v1.json") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LmforgeError(f"{source}: cannot read the counterfactual probes ({exc})") from None
+    if missing := [k for k in ("version", "templates", "axes", "positive", "negative") if k not in probes]:
+        raise LmforgeError(f"{source}: counterfactual probes lack {', '.join(missing)}; "
+                           "see lmforge/audit/probes/counterfactual_v1.json")
     return probes
 
 
@@ -141,7 +142,7 @@ def sentiment_scorer() -> Callable[[str], float]:
     try:
         from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
     except ImportError:
-        raise LmforgeError("sentiment scoring needs VADER; `pip install 'lmforge[audit]'` (works offline)") from None
+        raise LmforgeError("sentiment scoring needs VADER: `pip install 'lmforge[audit]'` (works offline), or pass --no-sentiment") from None
     analyzer = SentimentIntensityAnalyzer()
     return lambda text: float(analyzer.polarity_scores(text)["compound"])
 
@@ -198,13 +199,41 @@ def counterfactual_probes(model, tokenizer, *, probes: dict[str, Any] | None = N
     return result
 
 
-def _gap_interval(values: np.ndarray, names: list[str], resamples: int, seed: int) -> dict[str, Any]:
-    """max - min over groups (rows) of the per-group mean, bootstrapping templates (columns) jointly."""
-    means = values.mean(1)
-    rng = np.random.default_rng(seed)
-    picks = rng.integers(0, values.shape[1], size=(resamples, values.shape[1]))
+def _template_resamples(templates: int, resamples: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, templates, size=(resamples, templates))
+
+
+def _gaps(values: np.ndarray, picks: np.ndarray) -> np.ndarray:
+    """max - min over groups (rows) of the mean over each resample of templates (columns)."""
     boot = values[:, picks].mean(2)  # [group, resample]
-    gaps = boot.max(0) - boot.min(0)
-    low, high = np.percentile(gaps, [2.5, 97.5])
+    return boot.max(0) - boot.min(0)
+
+
+def _gap_interval(values: np.ndarray, names: list[str], resamples: int, seed: int) -> dict[str, Any]:
+    """The gap between the groups' means, bootstrapping templates jointly; keeps the [group][template] values."""
+    means = values.mean(1)
+    low, high = np.percentile(_gaps(values, _template_resamples(values.shape[1], resamples, seed)), [2.5, 97.5])
     return {"estimate": float(means.max() - means.min()), "low": float(low), "high": float(high),
-            "highest": names[int(means.argmax())], "lowest": names[int(means.argmin())]}
+            "highest": names[int(means.argmax())], "lowest": names[int(means.argmin())],
+            "by_template": values.tolist()}
+
+
+def compare_counterfactual(base: dict[str, Any], other: dict[str, Any], resamples: int = 1000,
+                           seed: int = 0) -> dict[str, Any]:
+    """Per axis and gap: both models' gaps and a paired interval of other - base (templates resampled jointly)."""
+    rows: dict[str, Any] = {}
+    for axis in [a for a in base["axes"] if a in other["axes"]]:
+        rows[axis] = {}
+        for measure in ("valence_gap", "sentiment_gap"):
+            if measure not in base["axes"][axis] or measure not in other["axes"][axis]:
+                continue
+            a = np.array(base["axes"][axis][measure]["by_template"])
+            b = np.array(other["axes"][axis][measure]["by_template"])
+            if a.shape != b.shape:
+                raise LmforgeError("the two counterfactual runs used different probe sets; run both with the same probes")
+            picks = _template_resamples(a.shape[1], resamples, seed)
+            low, high = np.percentile(_gaps(b, picks) - _gaps(a, picks), [2.5, 97.5])
+            estimate_a, estimate_b = base["axes"][axis][measure]["estimate"], other["axes"][axis][measure]["estimate"]
+            rows[axis][measure] = {"base": estimate_a, "other": estimate_b,
+                                   "delta": {"estimate": estimate_b - estimate_a, "low": float(low), "high": float(high)}}
+    return rows

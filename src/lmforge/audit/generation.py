@@ -31,7 +31,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
     try:
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                              add_special_tokens=not chat)
+                              add_special_tokens=not chat).to(next(model.parameters()).device)
             new = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
                                  top_p=None, top_k=None, temperature=None)[:, batch["input_ids"].shape[1]:]
             outputs += tokenizer.batch_decode(new, skip_special_tokens=True)

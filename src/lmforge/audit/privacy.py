@@ -107,8 +107,9 @@ def token_logprobs(model, tokenizer, texts: Sequence[str], *, max_length: int = 
         for row, seq in enumerate(chunk):
             ids[row, :len(seq)] = torch.tensor(seq)
             mask[row, :len(seq)] = 1
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        logprobs = F.log_softmax(logits, -1).gather(-1, ids[:, 1:, None]).squeeze(-1)
+        device = next(model.parameters()).device
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
+        logprobs = F.log_softmax(logits, -1).gather(-1, ids[:, 1:, None].to(device)).squeeze(-1).cpu()
         result += [logprobs[row, :len(seq) - 1].numpy().astype(np.float64) for row, seq in enumerate(chunk)]
     return result
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from lmforge.audit.bias import CrowsPairsResult, compare_crows_pairs, counterfactual_probes, crows_pairs
+from lmforge.audit.bias import (CrowsPairsResult, compare_counterfactual, compare_crows_pairs, counterfactual_probes,
+                                crows_pairs)
 from lmforge.audit.misuse import misuse_probes
 from lmforge.audit.privacy import canary_exposure, membership_signals, pii_in_generations
 from lmforge.audit.robustness import compare_robustness, robustness
@@ -71,14 +72,11 @@ def compare_audits(base: dict[str, Any], other: dict[str, Any], resamples: int =
     """Deltas (other - base) for every suite both audits ran; paired bootstrap intervals where examples match."""
     result: dict[str, Any] = {}
     if "bias" in base and "bias" in other:
-        cf_base, cf_other = base["bias"]["counterfactual"]["axes"], other["bias"]["counterfactual"]["axes"]
         result["bias"] = {
             "crows_pairs": compare_crows_pairs(CrowsPairsResult.from_dict(base["bias"]["crows_pairs"]),
                                                CrowsPairsResult.from_dict(other["bias"]["crows_pairs"])),
-            "counterfactual": {axis: {key: _side_by_side(cf_base[axis][key], cf_other[axis][key])
-                                      for key in ("valence_gap", "logprob_gap", "sentiment_gap")
-                                      if key in cf_base[axis] and key in cf_other[axis]}
-                               for axis in cf_base if axis in cf_other},
+            "counterfactual": compare_counterfactual(base["bias"]["counterfactual"], other["bias"]["counterfactual"],
+                                                     resamples, seed),
         }
     if "robustness" in base and "robustness" in other:
         result["robustness"] = {task: compare_robustness(base["robustness"][task], other["robustness"][task], resamples, seed)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -64,8 +65,9 @@ def print_report(name: str, report: dict[str, Any]) -> None:
             tpr = next(val for key, val in v.items() if key.startswith("tpr_at"))
             rows.append((f"membership · {signal}", f"AUC {v['auc']:.3f}", f"TPR@1%FPR {tpr:.3f} ({v['members']}+{v['nonmembers']} texts)"))
         for canary in privacy.get("canaries", []):
-            rows.append((f"canary · {canary['prefix']!r}", f"exposure {canary['exposure']:.2f} of {canary['space_size']:.3g}",
-                         f"rank {canary['rank']:.0f} ({canary['method']})"))
+            rows.append((f"canary · {canary['prefix']!r}",
+                         f"exposure {canary['exposure']:.2f} (max {math.log2(canary['space_size']):.2f})",
+                         f"rank {canary['rank']:.0f} of {canary['space_size']:,} ({canary['method']})"))
         print_table(f"{name} · privacy", ["check", "result", "detail"], rows)
     for task, result in (report.get("robustness") or {}).items():
         print_table(f"{name} · robustness · {task} ({result['questions']} questions, accuracy %, bootstrap 95 %)",
@@ -84,7 +86,7 @@ def print_comparison(base: str, other: str, comparison: dict[str, Any]) -> None:
         print_table(f"{title} · CrowS-Pairs pct_stereotype (delta: paired bootstrap 95 %)",
                     ["bias type", "pairs", base, other, "delta"],
                     [(k, v["pairs"], v["base"], v["other"], _signed(v["delta"])) for k, v in bias["crows_pairs"].items()])
-        print_table(f"{title} · counterfactual gaps", ["axis", "measure", base, other, "delta"],
+        print_table(f"{title} · counterfactual gaps (delta: templates resampled jointly, 95 %)", ["axis", "measure", base, other, "delta"],
                     [(axis, measure, v["base"], v["other"], _signed(v["delta"], 3))
                      for axis, measures in bias["counterfactual"].items() for measure, v in measures.items()])
     for task, rows in (comparison.get("robustness") or {}).items():

@@ -70,7 +70,8 @@ def compare_command(
                 [(d.metric, d.a, d.b, d.delta, f"{d.relative:+.2%}" if d.relative is not None else "-",
                   verdict_style.get(d.verdict, d.verdict)) for d in shown])
     bad = regressions(deltas)
-    console.print(f"{len(bad)} regression(s) beyond {fmt(threshold * 100)} %" + (": " + ", ".join(d.metric for d in bad) if bad else ""))
+    named = ": " + ", ".join(d.metric for d in bad) if bad else ""
+    console.print(f"{len(bad)} regression(s) beyond {fmt(threshold * 100)} %{named}")
     save_json(json_out, {"a": a.id, "b": b.id, "threshold": threshold, "deltas": [d.to_dict() for d in deltas]})
     if bad and fail_on_regression:
         raise typer.Exit(1)

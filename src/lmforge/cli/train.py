@@ -65,6 +65,8 @@ def train_command(
     values = {}
     if config:
         values = load_config(config).to_dict()
+    if steps:
+        values["max_tokens"] = None  # an explicit step count wins over the config's token budget
     if preset or context_length:
         model = {"preset": preset} if preset else dict(values.get("model") or {})
         if context_length:
@@ -145,15 +147,16 @@ def finetune_command(
                                    ("out-of-domain loss", "out_of_domain_loss"), ("out-of-domain ppl", "out_of_domain_ppl"))])
     print_table("finetune", ["metric", "value"], [
         ("trainable params", result.trainable_params), ("train examples", result.train_examples),
-        ("steps", result.steps), ("train tokens", result.train_tokens), ("seconds", result.seconds),
+        ("steps", result.steps), ("train tokens", result.train_tokens), ("train FLOPs (≈ 4·N·D)", result.train_flops),
+        ("seconds", result.seconds),
         *_energy_rows(run.record.energy), ("saved", str(out_dir)), ("run", run.id)])
     save_json(json_out, {**result.metrics(), "energy": run.record.energy, "run": run.id})
 
 
 def scale_command(
     sizes: str = typer.Option("32x2,48x3,64x4,96x4", help="model sizes as WIDTHxLAYERS, comma-separated"),
-    budgets: str = typer.Option("131072,262144,524288", help="token budgets, comma-separated"),
-    holdout: str = typer.Option("128x6@524288", help="a larger WIDTHxLAYERS@TOKENS run to predict ('' for none)"),
+    budgets: str = typer.Option("65536,131072,262144", help="token budgets, comma-separated"),
+    holdout: str = typer.Option("128x6@262144", help="a larger WIDTHxLAYERS@TOKENS run to predict ('' for none)"),
     corpus: str = typer.Option("wikitext2,web_articles", help="corpus (names or paths, comma-separated)"),
     vocab_size: int = typer.Option(2048, help="BPE vocabulary trained on the corpus"),
     context_length: int = typer.Option(128),
@@ -225,5 +228,7 @@ def scale_command(
         print_table(f"compute-optimal for C = {fmt(plan['flops'])} FLOPs (C ≈ 6·N·D)", ["", "value"], [
             ("N (non-embedding params)", plan["n_params"]), ("D (tokens)", plan["tokens"]),
             ("tokens per parameter", plan["tokens_per_param"]), ("predicted loss", plan["predicted_loss"])])
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
     console.print(f"plots: {', '.join(str(p) for p in plots)}")
     save_json(json_out, {**result.to_dict(), "energy": run.record.energy, "run": run.id})

@@ -38,6 +38,8 @@ _SOURCE = r"""
 #include <immintrin.h>
 #endif
 
+#define PARALLEL_MIN_MACS (int64_t)(8 << 20)
+
 /* out[m, n] = sum_g scale[n, g] * (sum_{k in g} x[m, k] * q[n, k] - zero[n, g] * sum_{k in g} x[m, k])
    q: two 4-bit codes per byte (low nibble: even k) or one 8-bit code per byte.
    prep[m] holds x de-interleaved for 4-bit (even columns, then odd) followed by the G group sums. */
@@ -125,7 +127,9 @@ void qmm(const float* x, int64_t M, int64_t K, const uint8_t* w, const float* sc
     const int64_t G = K / gs, stride = K + G, row_bytes = packed4 ? K / 2 : K;
     float* prep = (float*)malloc(sizeof(float) * M * stride);
     prepare(x, M, K, gs, packed4, prep);
-    #pragma omp parallel for num_threads(threads) schedule(static)
+    /* a few hundred microseconds of work is not worth waking a second thread: on a busy machine the wake-up
+       costs milliseconds (measured), so small matmuls stay on the calling thread */
+    #pragma omp parallel for num_threads(threads) schedule(static) if (M * N * K >= PARALLEL_MIN_MACS)
     for (int64_t n = 0; n < N; n++)
         for (int64_t m = 0; m < M; m++)
             out[m * N + n] = packed4

@@ -64,15 +64,18 @@ def _measurement_method(tracker) -> str:
 class EnergyMeter:
     """Measures energy (kWh) and CO2 (kg) between ``start()`` and ``stop()``; never raises.
 
-    >>> meter = EnergyMeter(run_id="r1"); meter.start(); work(); result = meter.stop()
-    >>> result["energy_kwh"], result["co2_kg"], result["method"]
+        meter = EnergyMeter(run_id="r1")
+        meter.start()
+        work()
+        result = meter.stop()  # {"energy_kwh": ..., "co2_kg": ..., "method": "cpu: RAPL; ram: estimate", ...}
     """
 
     def __init__(self, run_id: str | None = None, country_iso_code: str | None = None,
-                 tracking_mode: str = "process", measure_power_secs: float = 15.0):
+                 tracking_mode: str | None = None, measure_power_secs: float = 15.0):
         self.run_id = run_id
         self.country = (country_iso_code or country()).upper()
-        self.tracking_mode = tracking_mode
+        # One process is metered by itself; under torchrun rank 0 meters the whole machine for all ranks.
+        self.tracking_mode = tracking_mode or ("machine" if int(os.environ.get("WORLD_SIZE", "1")) > 1 else "process")
         self.measure_power_secs = measure_power_secs
         self._tracker = None
         self._tracker_started: float | None = None

@@ -123,8 +123,9 @@ def _windows(model, tokenizer, corpus: Corpus, seqlen: int, limit: int | None, b
                             seconds=seconds, tokens_per_s=n_windows * seqlen / seconds, window_nll=nlls)
 
 
-def _sliding(model, tokenizer, corpus: Corpus, seqlen: int, stride: int, limit: int | None, batch_size: int,
+def _sliding(model, tokenizer, corpus: Corpus, seqlen: int, stride: int, limit: int | None,
              progress, on_total) -> PerplexityResult:
+    """Windows run one per forward pass (batch_size applies to the windows and rolling protocols)."""
     if not 0 < stride <= seqlen:
         raise LmforgeError(f"--stride {stride} must be between 1 and --seqlen {seqlen}")
     ids = torch.tensor(encode_plain(tokenizer, corpus.text()), dtype=torch.long)
@@ -223,7 +224,7 @@ def perplexity(
     if protocol == "windows":
         return _windows(model, tokenizer, corpus, seqlen, limit, batch_size, progress, on_total)
     if protocol == "sliding":
-        return _sliding(model, tokenizer, corpus, seqlen, stride or seqlen // 2, limit, batch_size, progress, on_total)
+        return _sliding(model, tokenizer, corpus, seqlen, stride or seqlen // 2, limit, progress, on_total)
     if detokenize == "auto":
         detokenize = wikitext_detokenizer if corpus.name == "wikitext2" else None
     return _rolling(model, tokenizer, corpus, seqlen, limit, batch_size, progress, on_total, detokenize)

@@ -13,7 +13,7 @@ from typing import Iterator
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.explain.anatomy import encode, token_strings
+from lmforge.explain.anatomy import encode, model_device, token_strings
 
 
 @dataclass
@@ -48,8 +48,8 @@ def eager_attention(model) -> Iterator[None]:
 def attention_maps(model, tokenizer, text: str) -> AttentionMaps:
     ids = encode(tokenizer, text)
     with eager_attention(model), torch.no_grad():
-        out = model(input_ids=torch.tensor([ids]), output_attentions=True)
+        out = model(input_ids=torch.tensor([ids], device=model_device(model)), output_attentions=True)
     if not out.attentions or out.attentions[0] is None:
         raise LmforgeError(f"{type(model).__name__} returned no attention weights; it may not support output_attentions")
-    weights = torch.stack([layer[0].float() for layer in out.attentions])
+    weights = torch.stack([layer[0].float().cpu() for layer in out.attentions])
     return AttentionMaps(token_strings(tokenizer, ids), weights)

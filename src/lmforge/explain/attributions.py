@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.explain.anatomy import encode, encode_target, token_strings
+from lmforge.explain.anatomy import encode, encode_target, model_device, token_strings
 
 METHODS = ("integrated_gradients", "gradient_x_input")
 BASELINES = ("eos", "zeros")
@@ -60,7 +60,7 @@ class TargetLogprob:
 
     def __init__(self, model, target_ids: list[int]):
         self.model = model
-        self.target = torch.tensor(target_ids, dtype=torch.long)
+        self.target = torch.tensor(target_ids, dtype=torch.long, device=model_device(model))
         with torch.no_grad():
             self.target_embeds = model.get_input_embeddings()(self.target[None, :-1])
 
@@ -76,7 +76,7 @@ def _prepare(model, tokenizer, text: str, target: str):
     prompt_ids = encode(tokenizer, text)
     target_ids = encode_target(tokenizer, target)
     with torch.no_grad():
-        embeds = model.get_input_embeddings()(torch.tensor([prompt_ids]))
+        embeds = model.get_input_embeddings()(torch.tensor([prompt_ids], device=model_device(model)))
     return prompt_ids, target_ids, embeds, TargetLogprob(model, target_ids)
 
 
@@ -92,8 +92,9 @@ def integrated_gradients_embeds(f, embeds: torch.Tensor, baseline: torch.Tensor,
     alphas, weights = gauss_legendre(steps)
     path_grad = torch.zeros_like(embeds, dtype=torch.float32)
     for start in range(0, steps, batch_size):
-        a = torch.tensor(alphas[start:start + batch_size], dtype=embeds.dtype).view(-1, *([1] * (embeds.dim() - 1)))
-        w = torch.tensor(weights[start:start + batch_size], dtype=torch.float32).view_as(a)
+        a = torch.tensor(alphas[start:start + batch_size], dtype=embeds.dtype, device=embeds.device)
+        a = a.view(-1, *([1] * (embeds.dim() - 1)))
+        w = torch.tensor(weights[start:start + batch_size], dtype=torch.float32, device=embeds.device).view_as(a)
         points = (baseline + a * (embeds - baseline)).detach().requires_grad_(True)
         (grads,) = torch.autograd.grad(f(points).sum(), points)
         path_grad += (w * grads.float()).sum(0, keepdim=True)
@@ -107,7 +108,7 @@ def baseline_embeds(model, tokenizer, embeds: torch.Tensor, baseline: str) -> to
         if tokenizer.eos_token_id is None:
             raise LmforgeError("the tokenizer has no end-of-text token for the baseline; pass --baseline zeros")
         with torch.no_grad():
-            return model.get_input_embeddings()(torch.full(embeds.shape[:2], tokenizer.eos_token_id))
+            return model.get_input_embeddings()(torch.full(embeds.shape[:2], tokenizer.eos_token_id, device=embeds.device))
     raise LmforgeError(f"unknown baseline '{baseline}'; use one of: {', '.join(BASELINES)}")
 
 

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from lmforge.explain.anatomy import anatomy, encode, encode_target, token_strings
+from lmforge.explain.anatomy import anatomy, encode, encode_target, model_device, token_strings
 
 
 @dataclass
@@ -54,7 +54,7 @@ def residual_stream(model, input_ids: torch.Tensor) -> list[torch.Tensor]:
 def logit_lens(model, tokenizer, text: str, target: str | None = None, top_k: int = 5) -> LogitLens:
     ids = encode(tokenizer, text)
     parts = anatomy(model)
-    states = residual_stream(model, torch.tensor([ids]))
+    states = residual_stream(model, torch.tensor([ids], device=model_device(model)))
     target_id = encode_target(tokenizer, target)[0] if target else None
     top_tokens, top_probs, target_prob, target_rank = [], [], [], []
     with torch.no_grad():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from lmforge.cli.common import fmt
+from lmforge.formatting import fmt
 from lmforge.report.records import family, find_first, flatten
 
 
@@ -134,10 +134,12 @@ def _adversarial(ctx: dict[str, Any]) -> str | None:
     parts = []
     if ctx["robustness"]["rows"]:
         parts.append("robustness to input perturbations (see Robustness)")
-    misuse = [r for r in ctx["runs"] if family(r) == "audit" and any("misuse" in k for k in flatten(r.metrics))]
+    misuse = [r for r in ctx["runs"] if family(r) == "audit" and r.status == "ok"
+              and any("misuse" in k for k in flatten(r.metrics))]
     if misuse:
         parts.append(f"misuse probes in {len(misuse)} audit run(s)")
-    adapted = [f"{r.command} ({r.id})" for r in ctx["runs"] if r.command.split()[0] in {"finetune", "distill"}]
+    adapted = [f"{r.command} ({r.id})" for r in ctx["runs"]
+               if r.command.split()[0] in {"finetune", "distill"} and r.status == "ok"]
     if adapted:
         parts.append("adaptations: " + ", ".join(adapted))
     return "; ".join(parts) or None

@@ -10,9 +10,9 @@ from typing import Any
 import jinja2
 import yaml
 
-from lmforge.cli.common import fmt
+from lmforge.formatting import fmt
 from lmforge.errors import LmforgeError
-from lmforge.io import atomic_path
+from lmforge.io import atomic_path, read_yaml_mapping
 from lmforge.report import sections
 from lmforge.report.annex import annex_xi
 from lmforge.report.records import model_names, task_metric
@@ -49,14 +49,7 @@ def load_card(path: str | os.PathLike | None) -> dict[str, Any]:
     if not path:
         return {}
     path = Path(path)
-    if not path.is_file():
-        raise LmforgeError(f"card file {path} not found; write a YAML file with keys such as {', '.join(CARD_FIELDS[:6])}")
-    try:
-        card = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise LmforgeError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
-    if not isinstance(card, dict):
-        raise LmforgeError(f"{path} must be a YAML mapping of field: value; known fields: {', '.join(CARD_FIELDS)}")
+    card = read_yaml_mapping(path, "card file", f"write a YAML file with keys such as {', '.join(CARD_FIELDS[:6])}")
     unknown = sorted(set(card) - set(CARD_FIELDS))
     if unknown:
         raise LmforgeError(f"{path}: unknown card field(s) {', '.join(unknown)}; known: {', '.join(CARD_FIELDS)}")
@@ -97,11 +90,11 @@ def report_context(runs: list[RunRecord], card: dict[str, Any] | None = None, st
 
 def _summary(ctx: dict[str, Any]) -> list[tuple[str, str]]:
     filled = sum(item["status"] == "filled" for item in ctx["annex"])
-    best = min(ctx["evaluation"]["points"], key=lambda p: p["quality"], default=None)
+    best = ctx["evaluation"]["best_perplexity"]
     return [
         ("runs recorded", str(len(ctx["runs"]))),
         ("models", str(len(ctx["model"]["models"]))),
-        ("best perplexity", f"{fmt(best['quality'])} ({best['label']})" if best else "–"),
+        ("best perplexity", f"{fmt(best[0])} ({best[1]})" if best else "–"),
         ("energy", f"{ctx['energy']['shown']['energy_kwh']} kWh" if ctx["energy"]["rows"] else "–"),
         ("CO2eq", f"{ctx['energy']['shown']['co2_g']} g" if ctx["energy"]["rows"] else "–"),
         ("Annex XI items filled", f"{filled} / {len(ctx['annex'])}"),
@@ -189,10 +182,14 @@ def build_report(store: RunStore | str | os.PathLike | None = None, run_ids: lis
     card_path = card_target(out, model_card_path)
     runs = select_runs(store, run_ids)
     ctx = report_context(runs, card, str(store.path))
-    html = render_html(ctx)
-    with atomic_path(out) as tmp:
-        tmp.write_text(html, encoding="utf-8")
+    write_public(out, render_html(ctx))
     if card_path is not None:
-        with atomic_path(card_path) as tmp:
-            tmp.write_text(model_card(ctx), encoding="utf-8")
+        write_public(card_path, model_card(ctx))
     return out
+
+
+def write_public(path: Path, content: str | bytes) -> None:
+    """Write atomically with mode 0644: a report is for reading (the temp file behind atomic_path is 0600)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
+        tmp.chmod(0o644)

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 from lmforge.errors import LmforgeError
-from lmforge.io import atomic_path
+from lmforge.report.build import write_public
 
 
 def chromium() -> str | None:
@@ -34,6 +34,5 @@ def screenshot(html: str | os.PathLike, png: str | os.PathLike, width: int = 128
         if result.returncode != 0 or not shot.is_file():
             last = (result.stderr.strip().splitlines() or ["no output"])[-1]
             raise LmforgeError(f"chromium could not render {html} ({last}); check the file opens in a browser")
-        with atomic_path(png) as tmp:
-            tmp.write_bytes(shot.read_bytes())
+        write_public(png, shot.read_bytes())
     return png

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Callable
 
-from lmforge.cli.common import fmt, human_bytes
+from lmforge.formatting import fmt, human_bytes
 from lmforge.report import plots
 from lmforge.report.records import (
     badness, direction, family, find_first, flatten, is_number, model_of, numeric, output_of, path_or_text, short_name,
@@ -157,7 +157,14 @@ def evaluation(runs: list[RunRecord], names: dict[str, str]) -> dict[str, Any]:
                      "best": _best(metric, row), "direction": direction(metric)})
     points = quality_points(measured)
     plot = plots.quality_vs_size(points, points[0]["quality_metric"]) if points else None
-    return {"columns": columns, "rows": rows, "points": points, "plot": plot}
+    scored = [(found[1], _model_only(m["label"])) for m in measured if (found := find_first(m["flat"], *QUALITY_KEYS))]
+    return {"columns": columns, "rows": rows, "points": points, "plot": plot,
+            "best_perplexity": min(scored) if scored else None}
+
+
+def _model_only(row_label: str) -> str:
+    """'smollm2-135m (555c2e)' -> 'smollm2-135m': the model, without the run it was measured in."""
+    return re.sub(r" \(\w{6}\)$", "", row_label)
 
 
 def quality_points(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -166,7 +173,7 @@ def quality_points(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for m in measured:
         quality, size = find_first(m["flat"], *QUALITY_KEYS), size_mb(m["flat"])
         if quality is not None and size is not None:
-            name = re.sub(r" \(\w{6}\)$", "", m["label"])  # one point per model, not per run
+            name = _model_only(m["label"])  # one point per model, not per run
             found[name] = {"label": name, "size_mb": size, "quality": quality[1], "quality_metric": quality[0],
                            "run": m["run"]}
     return list(found.values())

@@ -46,9 +46,10 @@ class LadderResult:
     prediction_interval: tuple[float, float] | None = None
     relative_error: float | None = None
     compute_optimal: dict = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"rungs": [asdict(r) for r in self.rungs], "law": self.law.to_dict(),
+        return {"rungs": [asdict(r) for r in self.rungs], "law": self.law.to_dict(), "warnings": self.warnings,
                 "held_out": asdict(self.held_out) if self.held_out else None, "predicted_loss": self.predicted_loss,
                 "prediction_interval": self.prediction_interval, "relative_error": self.relative_error,
                 "compute_optimal": self.compute_optimal}
@@ -106,12 +107,19 @@ def train_rung(rung: Rung, base: TrainConfig, tokenizer, data, record: bool = Tr
     return rung
 
 
-def fit_ladder(rungs: list[Rung], flop_budget: float | None = None, bootstrap: int = 100, seed: int = 0) -> LadderResult:
+def fit_ladder(rungs: list[Rung], flop_budget: float | None = None, bootstrap: int = 100, seed: int = 0,
+               starts: int = 16) -> LadderResult:
     """Fit on the rungs not held out; predict the held-out one; plan N and D for ``flop_budget``."""
     fitted = [r for r in rungs if not r.held_out]
     law = fit_scaling_law([r.non_embedding_params for r in fitted], [r.tokens for r in fitted],
-                          [r.eval_loss for r in fitted], bootstrap=bootstrap, seed=seed)
+                          [r.eval_loss for r in fitted], bootstrap=bootstrap, seed=seed, starts=starts)
     result = LadderResult(rungs=rungs, law=law)
+    lowest = min(r.eval_loss for r in fitted)
+    if law.E < 0.05 * lowest:
+        result.warnings.append(
+            f"the fit put the irreducible loss E at {law.E:.3g}, far below every measured loss (lowest {lowest:.3f}): "
+            "the runs are too short to identify it, so E, β and the compute-optimal plan are not trustworthy; "
+            "use larger token budgets")
     held = [r for r in rungs if r.held_out]
     if held:
         target = held[0]
@@ -148,11 +156,12 @@ def plot_ladder(result: LadderResult, out_dir: str | Path) -> list[Path]:
         fitted = [r for r in rungs if not r.held_out]
         held = [r for r in rungs if r.held_out]
         axis.plot(grid, law.predict(size, grid), color=color, lw=1, ls="--" if held else "-")
-        axis.scatter([r.tokens for r in fitted], [r.eval_loss for r in fitted], color=color,
-                     label=f"N = {size / 1e6:.2f}M")
+        if fitted:
+            axis.scatter([r.tokens for r in fitted], [r.eval_loss for r in fitted], color=color,
+                         label=f"N = {size / 1e6:.3g}M")
         for r in held:
             axis.scatter([r.tokens], [r.eval_loss], color=color, marker="*", s=160,
-                         label=f"held out N = {size / 1e6:.2f}M (measured)")
+                         label=f"held out N = {size / 1e6:.3g}M (measured)")
             axis.scatter([r.tokens], [result.predicted_loss], color="red", marker="x", s=80, label="prediction")
     axis.set_xscale("log")
     axis.set_xlabel("training tokens D")

@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-import yaml
 
 from lmforge.data.curate.pii import redact as redact_pii
 from lmforge.errors import LmforgeError
+from lmforge.io import read_yaml_mapping
 
 DEFAULT_FILTER = Path(__file__).parent / "filters" / "default.yaml"
 _STAGES = ("input", "output")
@@ -53,13 +53,8 @@ class ContentFilter:
 def load_filter(path: str | Path | None = None) -> ContentFilter:
     """Read a rule file (default: the shipped ``filters/default.yaml``); errors name the rule and the fix."""
     path = Path(path) if path else DEFAULT_FILTER
-    if not path.is_file():
-        raise LmforgeError(f"content filter file {path} not found; pass a YAML rule file (see {DEFAULT_FILTER})")
-    try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise LmforgeError(f"{path} is not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
-    if not isinstance(spec, dict) or "version" not in spec:
+    spec = read_yaml_mapping(path, "content filter file", f"pass a YAML rule file (see {DEFAULT_FILTER})")
+    if "version" not in spec:
         raise LmforgeError(f"{path} needs a top-level 'version' and a 'rules' list; see {DEFAULT_FILTER}")
     rules = []
     for i, raw in enumerate(spec.get("rules") or []):

@@ -175,18 +175,9 @@ def train_config(values: dict | None = None, **overrides) -> TrainConfig:
 
 def load_config(path: str | os.PathLike, **overrides) -> TrainConfig:
     """Read a YAML training config; keys map 1:1 to TrainConfig fields."""
-    import yaml
+    from lmforge.io import read_yaml_mapping
 
-    path = Path(path)
-    if not path.is_file():
-        raise LmforgeError(f"config file not found: {path}")
-    try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise LmforgeError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-    if not isinstance(values, dict):
-        raise LmforgeError(f"{path} must hold a mapping of TrainConfig fields")
-    return train_config(values, **overrides)
+    return train_config(read_yaml_mapping(path, "config file", "keys are TrainConfig fields"), **overrides)
 
 
 def from_dict(values: dict) -> TrainConfig:

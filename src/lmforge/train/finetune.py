@@ -15,6 +15,7 @@ import math
 import os
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -79,6 +80,7 @@ class FinetuneResult:
     train_examples: int
     eval_examples: int
     train_tokens: int
+    train_flops: float  # ≈ 4·N·D: forward 2·N, backward through activations 2·N; frozen weights get no gradient
     seconds: float
     forgetting: dict
     out_dir: Path | None = None
@@ -270,7 +272,9 @@ def finetune(
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
                       target_modules=config.target_modules, task_type="CAUSAL_LM")
     try:
-        peft_model = get_peft_model(model, lora)
+        with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            peft_model = get_peft_model(model, lora)
     except ValueError as exc:
         raise LmforgeError(f"LoRA cannot target {config.target_modules} in this model ({exc}); set --target-modules") from None
     trainable = sum(p.numel() for p in peft_model.parameters() if p.requires_grad)
@@ -322,7 +326,8 @@ def finetune(
                                                     "forgetting": report})
     return FinetuneResult(steps=steps, losses=losses, trainable_params=trainable, total_params=total,
                           train_examples=len(train_examples), eval_examples=len(eval_examples), train_tokens=tokens,
-                          seconds=seconds, forgetting=report, out_dir=Path(out_dir) if out_dir else None, model=final)
+                          train_flops=4.0 * (total - trainable) * tokens, seconds=seconds, forgetting=report,
+                          out_dir=Path(out_dir) if out_dir else None, model=final)
 
 
 def save_finetuned(model, tokenizer, out_dir: str | os.PathLike, metadata: dict) -> Path:

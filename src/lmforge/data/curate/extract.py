@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from lmforge.data.curate.base import Document, Step
@@ -23,6 +24,8 @@ class ExtractHtml(Step):
         except ImportError:
             raise LmforgeError("extract_html needs trafilatura; `pip install 'lmforge[curate]'`") from None
         self._extract = trafilatura.extract
+        # a page without main text is recorded as a drop; trafilatura's own warning would only repeat it
+        logging.getLogger("trafilatura").setLevel(logging.ERROR)
 
     def process(self, doc: Document):
         if doc.meta.get("format") != "html":
