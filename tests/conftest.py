@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread per test process: tests run two processes at once (pytest -n 2) on small models.
+torch.set_num_threads(1)
 
 TINY_TEXT = [
     "Photosynthesis turns sunlight, water and carbon dioxide into sugar and oxygen. " * 3,

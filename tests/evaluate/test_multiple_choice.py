@@ -91,3 +91,14 @@ def test_unknown_task_and_bad_spec(tmp_path):
     bad.write_text("name: x\nrecords: arc_easy\ntext: hi\nchoices: c\nanswer: a\nshots: 5\n")
     with pytest.raises(LmforgeError, match="unknown task field"):
         TaskSpec.from_yaml(bad)
+
+
+def test_empty_context_uses_the_prefix_token_like_lm_eval(tiny):
+    _, tokenizer = tiny
+    bos = tokenizer.bos_token_id
+    plain = encode_pair(tokenizer, "", "Rocks are worn down.")
+    assert plain.context == (bos,)
+    assert plain.continuation == tuple(tokenizer.encode("Rocks are worn down.", add_special_tokens=False))
+    # text that already starts with the prefix token uses it as the context instead of adding another
+    prefixed = encode_pair(tokenizer, "", tokenizer.bos_token + "Rocks")
+    assert prefixed.context == (bos,) and bos not in prefixed.continuation

@@ -1,4 +1,10 @@
-"""`lmforge quickstart`: the whole tour on SmolLM2-135M in one command, one table."""
+"""`lmforge quickstart`: the whole tour on SmolLM2-135M in one command.
+
+pull → compress (GPTQ int4 g64, with before/after evaluation) → prune (50 % Wanda)
+and evaluate it → bias audit of the base model against the int4 one → report.html.
+Each step is the same command a user would type, so each records its own run and
+the report is built from those records.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +15,8 @@ from typing import Any
 import typer
 
 from lmforge.cli.common import console, human_bytes, print_table, save_json
-from lmforge.cli.evaluate import run_task
-from lmforge.models import load_model, pull, read_metadata
-from lmforge.models.info import disk_bytes
-from lmforge.runs import record_run
+from lmforge.models import pull, read_metadata
+from lmforge.runs import RunStore
 
 MODEL = "smollm2-135m"
 
@@ -21,48 +25,73 @@ def register(app: typer.Typer) -> None:
     app.command("quickstart")(quickstart_command)
 
 
-def evaluate_model(model, tokenizer, *, windows: int, questions: int, seqlen: int = 2048) -> dict[str, Any]:
-    """The quickstart's evaluation of one model: a wikitext2 slice, an ARC-Easy slice, speed and memory."""
-    wikitext = run_task(model, tokenizer, "wikitext2", protocol="windows", seqlen=seqlen, limit=windows, batch_size=1)
-    arc = run_task(model, tokenizer, "arc_easy", limit=questions, batch_size=8)
-    speed = run_task(model, tokenizer, "speed")
-    return {
-        "wikitext2_ppl": wikitext["ppl"], "wikitext2_windows": wikitext["windows"], "wikitext2_seqlen": seqlen,
-        "arc_easy_acc": arc["acc"], "arc_easy_acc_norm": arc["acc_norm"], "arc_easy_questions": arc["questions"],
-        "model_bytes": speed["model_bytes"], "decode_tokens_per_s": speed["decode_tokens_per_s"],
-        "decode_tokens_per_s_batch8": speed["batch8"]["decode_tokens_per_s"],
-        "prompt_tokens_per_s": speed["prompt_tokens_per_s"], "time_to_first_token_s": speed["time_to_first_token_s"],
-    }
+def _step(title: str, args: list[str]) -> None:
+    """Run one lmforge command in-process, exactly as typed on the command line."""
+    from lmforge.cli.main import app
+
+    console.rule(f"[bold]{title}[/]  [dim]lmforge {' '.join(args)}[/]")
+    app(args=args, standalone_mode=False)
+
+
+def _latest(store: RunStore, command: str) -> dict[str, Any]:
+    return store.list(limit=1, command=command)[0].metrics
 
 
 def quickstart_command(
-    windows: int = typer.Option(4, help="wikitext2 windows of 2048 tokens to score"),
-    questions: int = typer.Option(200, help="ARC-Easy questions to score"),
-    out: str = typer.Option("quickstart", "-o", "--out", help="folder for the JSON results"),
+    out: str = typer.Option("quickstart", "-o", "--out", help="folder for models, JSON results and the report"),
+    windows: int = typer.Option(4, help="wikitext2 windows of 2048 tokens scored per model"),
+    questions: int = typer.Option(100, help="ARC-Easy questions scored per model"),
+    calib_samples: int = typer.Option(16, help="calibration samples of 2048 tokens (GPTQ and Wanda)"),
+    audit_pairs: int = typer.Option(300, help="CrowS-Pairs pairs scored per model in the bias audit"),
 ) -> None:
-    """Pull SmolLM2-135M, evaluate it (wikitext2 slice, ARC-Easy slice, speed) and print one table."""
-    started = time.perf_counter()
+    """Pull SmolLM2-135M, compress it (GPTQ int4 g64, 50 % Wanda), evaluate, audit bias, write report.html."""
+    started, started_epoch = time.perf_counter(), time.time()
     out_dir = Path(out)
-    config = {"model": MODEL, "windows": windows, "questions": questions}
-    with record_run("quickstart", config=config) as run:
-        folder = pull(MODEL, progress=console.print)
-        grid = (read_metadata(folder).get("source_quantization") or {}).get("weight_grid_description")
-        if grid:
-            console.print(f"[dim]source weights: {grid}; int4 asymmetric g32 would reproduce them exactly[/]")
-        with console.status(f"loading {MODEL}"):
-            model, tokenizer = load_model(folder)
-        rows = {"fp32": {**evaluate_model(model, tokenizer, windows=windows, questions=questions),
-                         "disk_bytes": disk_bytes(folder)}}
-        run.log_metrics({f"{name}.{k}": v for name, metrics in rows.items() for k, v in metrics.items()})
-        print_table(
-            f"lmforge quickstart · {MODEL} · wikitext2 windows protocol (seqlen 2048, first {windows} windows), "
-            f"ARC-Easy first {questions} questions",
-            ["model", "wikitext2 ppl", "ARC-Easy acc", "acc_norm", "disk", "model RAM", "decode tok/s (b1)",
-             "decode tok/s (b8)", "prompt tok/s"],
-            [(name, m["wikitext2_ppl"], m["arc_easy_acc"], m["arc_easy_acc_norm"], human_bytes(m.get("disk_bytes")),
-              human_bytes(m["model_bytes"]), m["decode_tokens_per_s"], m["decode_tokens_per_s_batch8"],
-              m["prompt_tokens_per_s"]) for name, m in rows.items()],
-        )
-        save_json(out_dir / "quickstart.json", {"run_id": run.id, "results": rows,
-                                                "seconds": time.perf_counter() - started})
-    console.print(f"done in {time.perf_counter() - started:.0f} s; run {run.id} recorded (`lmforge runs show {run.id}`)")
+    int4_dir, wanda_dir = out_dir / "smollm2-gptq-int4-g64", out_dir / "smollm2-wanda50"
+    common_eval = ["--eval-windows", str(windows), "--arc-limit", str(questions), "--speed-tokens", "64"]
+
+    folder = pull(MODEL, progress=console.print)
+    grid = (read_metadata(folder).get("source_quantization") or {}).get("weight_grid_description")
+    if grid:
+        console.print(f"[dim]source weights: {grid}; symmetric int4 g64 is a real test of a method, "
+                      "asymmetric g32 would reproduce them exactly[/]")
+    _step("1/5 quantize: GPTQ int4, groups of 64, symmetric", [
+        "compress", MODEL, "--method", "gptq", "--bits", "4", "--group-size", "64", "--calib", "web_articles",
+        "--calib-samples", str(calib_samples), "-o", str(int4_dir), *common_eval])
+    _step("2/5 prune: Wanda, 50 % of every row", [
+        "prune", MODEL, "--method", "wanda", "--sparsity", "0.5", "--samples", str(calib_samples), "-o", str(wanda_dir)])
+    _step("3/5 evaluate the pruned model", [
+        "eval", str(wanda_dir), "--task", "wikitext2,speed", "--limit", str(windows)])
+    _step("3/5 evaluate the pruned model (ARC-Easy)", [
+        "eval", str(wanda_dir), "--task", "arc_easy", "--limit", str(questions), "--batch-size", "8"])
+    _step("4/5 bias audit: base vs int4 (CrowS-Pairs)", [
+        "audit", MODEL, "--suite", "bias", "--compare", str(int4_dir), "--limit", str(audit_pairs)])
+
+    store = RunStore()
+    compressed = _latest(store, "compress")
+    evals = store.list(limit=2, command="eval")
+    wanda = {**evals[1].metrics, **evals[0].metrics}
+    rows = {
+        "fp32": _row(compressed, "baseline."),
+        "GPTQ int4 g64 (symmetric)": _row(compressed, "quantized."),
+        "Wanda 50 % (unstructured)": {
+            "wikitext2_ppl": wanda.get("wikitext2.ppl"), "arc_easy_acc": wanda.get("arc_easy.acc"),
+            "model_ram_bytes": wanda.get("speed.model_bytes"), "decode_tokens_per_s": wanda.get("speed.decode_tokens_per_s")},
+    }
+    audit = _latest(store, "audit")
+    print_table(
+        f"lmforge quickstart · {MODEL} · wikitext2 windows protocol (seqlen 2048, first {windows} windows) · "
+        f"ARC-Easy first {questions} questions · decode at batch 1",
+        ["model", "wikitext2 ppl", "ARC-Easy acc", "model RAM", "decode tok/s"],
+        [(name, r["wikitext2_ppl"], r["arc_easy_acc"], human_bytes(r["model_ram_bytes"]), r["decode_tokens_per_s"])
+         for name, r in rows.items()],
+    )
+    this_tour = [f"--runs={r.id}" for r in store.list(limit=None) if r.started >= started_epoch]
+    _step("5/5 report", ["report", "-o", str(out_dir / "report" / "report.html"), *this_tour])
+    seconds = time.perf_counter() - started
+    save_json(out_dir / "quickstart.json", {"results": rows, "audit": audit, "seconds": seconds})
+    console.print(f"quickstart finished in {seconds / 60:.1f} min; open {out_dir / 'report' / 'report.html'}")
+
+
+def _row(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
+    return {key: metrics.get(prefix + key) for key in ("wikitext2_ppl", "arc_easy_acc", "model_ram_bytes", "decode_tokens_per_s")}

@@ -38,7 +38,12 @@ def encode(tokenizer, text: str) -> list[int]:
 def encode_pair(tokenizer, context: str, continuation: str) -> Request:
     """lm-eval's request encoding for one (context, continuation) pair."""
     if not context:
-        return Request((prefix_token_id(tokenizer),), tuple(encode(tokenizer, continuation)))
+        # lm-eval: no special tokens; the prefix token is the context unless the text already starts with it.
+        ids = tokenizer.encode(continuation, add_special_tokens=False)
+        prefix = prefix_token_id(tokenizer)
+        if ids and ids[0] == prefix:
+            return Request(tuple(ids[:1]), tuple(ids[1:]))
+        return Request((prefix,), tuple(ids))
     spaces = len(context) - len(context.rstrip())
     if spaces:
         continuation = context[-spaces:] + continuation
