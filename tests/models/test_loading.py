@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.models import load_model, model_info, parameter_count, resolve_source, save_model
+from lmforge.models import load_model, model_info, parameter_count, resolve_source
 
 
 def test_save_and_load_round_trip_gives_identical_logits(tiny, tiny_folder):

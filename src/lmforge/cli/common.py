@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from lmforge.formatting import fmt, human_bytes
+from lmforge.formatting import fmt, human_bytes  # noqa: F401  (re-exported for the CLI modules)
 from lmforge.io import write_json
 
 console = Console()

@@ -42,7 +42,7 @@ def report_command(
         run.log_metrics(summary)
         run.add_artifact("report", path)
     print_table("report", ["field", "value"], summary.items())
-    console.print(f"wrote {path}" + ("" if card_path is None else f" and the model card beside it"))
+    console.print(f"wrote {path}" + ("" if card_path is None else " and the model card beside it"))
 
 
 def compare_command(

@@ -16,9 +16,14 @@ def register(app: typer.Typer) -> None:
     app.add_typer(runs_app, name="runs")
 
 
+_HEADLINE_KEYS = ("ppl", "word_perplexity", "acc", "acc_norm", "pct_stereotype", "decode_tokens_per_s", "final_eval_loss")
+
+
 def _headline(metrics: dict) -> str:
-    shown = [f"{k}={fmt(v)}" for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return ", ".join(shown[:4])
+    """The few metrics that say most: quality first, then anything numeric."""
+    numeric = {k: v for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    ranked = sorted(numeric, key=lambda k: next((i for i, s in enumerate(_HEADLINE_KEYS) if k.endswith(s)), 99))
+    return ", ".join(f"{k}={fmt(numeric[k])}" for k in ranked[:3])
 
 
 @runs_app.command("list")
@@ -30,7 +35,8 @@ def list_command(
     """Recent runs, newest first."""
     runs = RunStore(store).list(limit=limit, command=command)
     print_table("runs", ["id", "command", "status", "started (UTC)", "seconds", "metrics"],
-                [(r.id, r.command, r.status, r.started_iso, r.seconds, _headline(r.metrics)) for r in runs])
+                [(r.id, r.command, r.status, r.started_iso[:16].replace("T", " "), r.seconds, _headline(r.metrics))
+                 for r in runs])
 
 
 @runs_app.command("show")

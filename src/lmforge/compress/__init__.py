@@ -10,3 +10,31 @@ from lmforge.compress.structured import Structured, structured_prune
 from lmforge.compress.sparse_storage import load_sparse, save_sparse
 from lmforge.compress.compare import compress_and_compare
 from lmforge.compress.export import export_compressed_tensors
+
+__all__ = [
+    "AWQ",
+    "GPTQ",
+    "Magnitude",
+    "PruneResult",
+    "QuantConfig",
+    "QuantLinear",
+    "QuantReport",
+    "RTN",
+    "SparseGPT",
+    "Structured",
+    "Wanda",
+    "compress_and_compare",
+    "decoder_layers",
+    "export_compressed_tensors",
+    "is_quantized",
+    "layerwise",
+    "linear_groups",
+    "linear_input_stats",
+    "load_sparse",
+    "prune",
+    "prune_then_quantize",
+    "quantize",
+    "save_quantized",
+    "save_sparse",
+    "structured_prune",
+]

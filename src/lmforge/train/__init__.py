@@ -8,17 +8,20 @@ from lmforge.train.pretrain import TrainResult, evaluate_loss, prepare_data, pre
 from lmforge.train.distill import DistillConfig, DistillResult, distill
 
 __all__ = [
+    "DistillConfig",
+    "DistillResult",
     "FinetuneConfig",
     "FinetuneResult",
-    "PRESETS",
     "ModelConfig",
+    "PRESETS",
     "PackedData",
     "TrainConfig",
     "TrainResult",
     "arc_easy_instructions",
+    "distill",
     "evaluate_loss",
-    "finetune",
     "find_checkpoint",
+    "finetune",
     "load_checkpoint",
     "load_config",
     "load_tokenizer",
