@@ -37,6 +37,12 @@ def test_pruned_model_saves_smaller_and_reloads_identically(tmp_path):
     with torch.no_grad():
         assert torch.equal(reloaded(tokens).logits, pruned(tokens).logits)
     assert reloaded.lm_head.weight.data_ptr() == reloaded.model.embed_tokens.weight.data_ptr()
+    # the folder loads through the same door as every other model
+    from lmforge.models import load_model
+
+    loaded, _ = load_model(tmp_path / "sparse")
+    with torch.no_grad():
+        assert torch.equal(loaded(tokens).logits, pruned(tokens).logits)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU message")

@@ -71,10 +71,15 @@ def _load_hf_folder(folder: Path, dtype: torch.dtype | None, trust_remote_code: 
     for weights in folder.glob("*.safetensors"):
         check_safetensors(weights)
     try:
-        if "quantization" in read_metadata(folder):  # packed low-bit weights saved by lmforge.compress
+        metadata = read_metadata(folder)
+        if "quantization" in metadata:  # packed low-bit weights saved by lmforge.compress
             from lmforge.compress.serialize import load_quantized_model
 
             model = load_quantized_model(folder, dtype)
+        elif metadata.get("storage") == "bitmask":  # sparse weights stored as bitmask + values
+            from lmforge.compress.sparse_storage import load_sparse
+
+            model = load_sparse(folder)[0].to(dtype or torch.float32)
         else:
             model = AutoModelForCausalLM.from_pretrained(
                 folder, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, local_files_only=True
