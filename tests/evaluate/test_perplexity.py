@@ -6,7 +6,7 @@ import torch
 from lmforge.data import corpus_from_texts
 from lmforge.errors import LmforgeError
 from lmforge.evaluate import perplexity, rolling_windows
-from lmforge.evaluate.perplexity import encode_plain, wikitext_detokenizer
+from lmforge.evaluate.perplexity import wikitext_detokenizer
 
 TEXT = ("Erosion shapes valleys. Water carries sand to the sea. " * 15,
         "Plants need light, water and air to grow. " * 12)
@@ -29,7 +29,7 @@ def reference_windows_ppl(model, ids, seqlen, n_windows):
 
 def test_windows_protocol_matches_plain_transformers(tiny, corpus):
     model, tokenizer = tiny
-    ids = encode_plain(tokenizer, corpus.text())
+    ids = tokenizer(corpus.text(), add_special_tokens=False)["input_ids"]
     result = perplexity(model, tokenizer, corpus, protocol="windows", seqlen=64, limit=5)
     assert result.windows == 5 and result.tokens == 5 * 63
     assert result.ppl == pytest.approx(reference_windows_ppl(model, ids, 64, 5), rel=1e-5)
@@ -47,7 +47,7 @@ def test_batch_size_does_not_change_results(tiny, corpus, protocol):
 def test_sliding_matches_the_hf_guide_reference(tiny, corpus):
     """Reference: the transformers perplexity guide (labels of already-scored tokens set to -100)."""
     model, tokenizer = tiny
-    ids = torch.tensor(encode_plain(tokenizer, corpus.text()))
+    ids = torch.tensor(tokenizer(corpus.text(), add_special_tokens=False)["input_ids"])
     seqlen, stride = 64, 40
     nll_sum, n_tokens, prev_end = 0.0, 0, 0
     with torch.no_grad():

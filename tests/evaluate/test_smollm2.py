@@ -7,7 +7,6 @@ import torch
 
 from lmforge.data import load_corpus
 from lmforge.evaluate import perplexity
-from lmforge.evaluate.perplexity import encode_plain
 
 pytestmark = pytest.mark.smollm2
 
@@ -16,7 +15,7 @@ def test_windows_perplexity_matches_plain_torch(smollm2, data_root):
     model, tokenizer = smollm2
     corpus = load_corpus("wikitext2")
     seqlen, windows = 512, 2
-    ids = torch.tensor(encode_plain(tokenizer, corpus.text())[: seqlen * windows]).view(windows, seqlen)
+    ids = torch.tensor(tokenizer(corpus.text(), add_special_tokens=False)["input_ids"][: seqlen * windows]).view(windows, seqlen)
     nll, count = 0.0, 0
     with torch.no_grad():
         for row in ids:

@@ -22,6 +22,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from lmforge.data.calibration import tokenize_corpus
 from lmforge.data.corpus import Corpus
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.loglikelihood import encode, prefix_token_id, rolling_windows, score
@@ -99,7 +100,7 @@ def _window_nll(model, batch: torch.Tensor, score_from: int = 0) -> torch.Tensor
 
 def _windows(model, tokenizer, corpus: Corpus, seqlen: int, limit: int | None, batch_size: int,
              progress: Callable[[int], None] | None, on_total: Callable[[int], None] | None) -> PerplexityResult:
-    ids = torch.tensor(encode_plain(tokenizer, corpus.text()), dtype=torch.long)
+    ids = tokenize_corpus(tokenizer, corpus)
     n_windows = len(ids) // seqlen
     if n_windows == 0:
         raise LmforgeError(f"corpus '{corpus.name}' has {len(ids)} tokens, fewer than one window of {seqlen}; use a smaller --seqlen")
@@ -128,7 +129,7 @@ def _sliding(model, tokenizer, corpus: Corpus, seqlen: int, stride: int, limit: 
     """Windows run one per forward pass (batch_size applies to the windows and rolling protocols)."""
     if not 0 < stride <= seqlen:
         raise LmforgeError(f"--stride {stride} must be between 1 and --seqlen {seqlen}")
-    ids = torch.tensor(encode_plain(tokenizer, corpus.text()), dtype=torch.long)
+    ids = tokenize_corpus(tokenizer, corpus)
     if len(ids) < 2:
         raise LmforgeError(f"corpus '{corpus.name}' has fewer than 2 tokens")
     # Window k covers [k*stride, k*stride + seqlen) and scores the tokens the previous window did not.
@@ -189,11 +190,6 @@ def _rolling(model, tokenizer, corpus: Corpus, seqlen: int, limit: int | None, b
         byte_perplexity=math.exp(-total_ll / n_bytes), bits_per_byte=-total_ll / n_bytes / math.log(2),
         words=words, bytes=n_bytes, seconds=seconds, tokens_per_s=processed / seconds,
     )
-
-
-def encode_plain(tokenizer, text: str) -> list[int]:
-    """Tokenize once, without special tokens (the windows protocol)."""
-    return tokenizer(text, add_special_tokens=False, return_attention_mask=False)["input_ids"]
 
 
 def perplexity(
