@@ -53,11 +53,13 @@ def compress_command(
     threads: int = typer.Option(2, help="CPU threads for evaluation and decoding"),
     compressed_tensors: str = typer.Option(None, "--compressed-tensors",
                                            help="also export to this folder in compressed-tensors format (transformers, vLLM)"),
+    gguf: str = typer.Option(None, "--gguf", help="also export to this .gguf file for llama.cpp (int4 or int8, group size a multiple of 32)"),
     json_out: str = typer.Option(None, "--json", help="also write the comparison as JSON"),
 ) -> None:
     """Quantize a model (RTN, GPTQ or activation-aware), save it packed, and print before/after."""
     from lmforge.compress.compare import compress_and_compare
     from lmforge.compress.export import export_compressed_tensors
+    from lmforge.compress.export_gguf import export_gguf, ggml_type
     from lmforge.models import load_model
 
     if method not in METHODS:
@@ -67,6 +69,8 @@ def compress_command(
     if method == "gptq":
         options["act_order"] = act_order
     config = METHODS[method](**options)
+    if gguf:
+        ggml_type(bits, group_size or None, symmetric, "--gguf")  # fail before quantizing, not after
     settings = {"model": model, **config.to_dict(), "calib": calib, "calib_samples": calib_samples, "seqlen": seqlen,
                 "seed": seed, "eval_windows": eval_windows, "arc_limit": arc_limit}
     with record_run("compress", config=settings, inputs={"model": model}) as run:
@@ -81,6 +85,9 @@ def compress_command(
         if compressed_tensors:
             export_compressed_tensors(*load_model(out_dir), compressed_tensors)
             run.add_artifact("compressed_tensors", compressed_tensors)
+        if gguf:
+            export_gguf(*load_model(out_dir), gguf)
+            run.add_artifact("gguf", gguf)
         run.log_metrics({**{f"baseline.{k}": v for k, v in result["baseline"].items()},
                          **{f"quantized.{k}": v for k, v in result["quantized"].items()}})
     regime = f"{method} int{bits} {'g' + str(group_size) if group_size else 'per-channel'} " \

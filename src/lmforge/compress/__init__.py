@@ -10,6 +10,7 @@ from lmforge.compress.structured import Structured, structured_prune
 from lmforge.compress.sparse_storage import load_sparse, save_sparse
 from lmforge.compress.compare import compress_and_compare
 from lmforge.compress.export import export_compressed_tensors
+from lmforge.compress.export_gguf import export_gguf
 
 __all__ = [
     "AWQ",
@@ -26,6 +27,7 @@ __all__ = [
     "compress_and_compare",
     "decoder_layers",
     "export_compressed_tensors",
+    "export_gguf",
     "is_quantized",
     "layerwise",
     "linear_groups",

@@ -189,6 +189,11 @@ def plain_copy(model):
     with torch.device("meta"):
         fresh = AutoModelForCausalLM.from_config(clean_config, dtype=model.dtype)
     fresh.load_state_dict(model.state_dict(), assign=True, strict=True)
+    for name, buffer in model.named_buffers():  # non-persistent buffers (rotary inv_freq) are not in the state dict
+        owner, _, leaf = name.rpartition(".")
+        module = fresh.get_submodule(owner)
+        if getattr(module, leaf).is_meta:
+            module.register_buffer(leaf, buffer, persistent=False)
     fresh.tie_weights()
     fresh.generation_config = model.generation_config
     return fresh.eval()
