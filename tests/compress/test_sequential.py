@@ -59,3 +59,27 @@ def test_linear_input_stats_equal_direct_computation():
     torch.testing.assert_close(stats.hessian.double(), 2 * x.T @ x / x.shape[0], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(stats.sq_norm.double(), x.square().sum(0), rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(stats.abs_mean.double(), x.abs().mean(0), rtol=1e-5, atol=1e-7)
+
+
+def test_sink_weighted_hessian_is_the_reweighted_sum_over_tokens():
+    model = tiny_llama(layers=1)
+    layer = decoder_layers(model)[0]
+    inputs = capture_layer_inputs(model, _calibration(), batch_size=2)
+    captured = []
+    handle = layer.self_attn.q_proj.register_forward_pre_hook(lambda m, a: captured.append(a[0]))
+    run_layer(layer, inputs)
+    handle.remove()
+    x = torch.cat(captured).double()  # [5, 16, width]
+    stats = linear_input_stats(layer, inputs, ["self_attn.q_proj"])["self_attn.q_proj"]
+    first, rest = x[:, 0], x[:, 1:].reshape(-1, x.shape[-1])
+    torch.testing.assert_close(stats.sink_hessian.double(), 2 * first.T @ first / 80, rtol=1e-4, atol=1e-6)
+    assert stats.sink_weighted_hessian(0.0) is stats.hessian
+    # brute force: weight w on the first tokens such that they hold 30 % of the trace
+    f, r = float(first.square().sum()), float(rest.square().sum())
+    w = 0.3 * r / (0.7 * f)
+    expected = 2 * (w * first.T @ first + rest.T @ rest) / 80
+    got = stats.sink_weighted_hessian(0.3).double()
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-6)
+    assert abs(float(torch.trace(2 * w * first.T @ first / 80) / torch.trace(got)) - 0.3) < 1e-6
+    # a share the first tokens already hold leaves the Hessian as it is
+    assert stats.sink_weighted_hessian(f / (f + r) / 2) is stats.hessian

@@ -54,12 +54,15 @@ class RTN(QuantConfig):
 @dataclass
 class GPTQ(QuantConfig):
     """GPTQ with the paper's defaults. ``act_order`` quantizes columns by decreasing Hessian diagonal
-    (with static groups); ``true_sequential`` re-measures inputs after each group of linears."""
+    (with static groups); ``true_sequential`` re-measures inputs after each group of linears;
+    ``sink_share``: least share of the Hessian's trace held by each sequence's first token, the
+    attention sink (``LinearStats.sink_weighted_hessian``); 0 is the paper's unweighted Hessian."""
 
     act_order: bool = False
     damp: float = 0.01
     block_size: int = 128
     true_sequential: bool = True
+    sink_share: float = 0.1
 
     method = "gptq"
     needs_calibration = True
@@ -70,6 +73,8 @@ class GPTQ(QuantConfig):
             raise LmforgeError(f"damp={self.damp} must be in (0, 1]; 0.01 is the usual choice")
         if self.block_size < 1:
             raise LmforgeError(f"block_size={self.block_size} must be ≥ 1; 128 is the usual choice")
+        if not 0 <= self.sink_share < 1:
+            raise LmforgeError(f"sink_share={self.sink_share} must be in [0, 1); 0.1 is the default, 0 turns it off")
 
 
 @dataclass

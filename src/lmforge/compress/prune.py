@@ -81,17 +81,20 @@ class Wanda(_PruneConfig):
 
 @dataclass
 class SparseGPT(_PruneConfig):
-    """OBS pruning with weight updates (Frantar & Alistarh, 2023); ``damp`` is relative to mean(diag H)."""
+    """OBS pruning with weight updates (Frantar & Alistarh, 2023); ``damp`` is relative to mean(diag H);
+    ``sink_share`` as in ``GPTQ`` (the first token's least share of the Hessian; 0: unweighted)."""
 
     block_size: int = 128
     damp: float = 0.01
+    sink_share: float = 0.1
 
     method = "sparsegpt"
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.block_size < 1 or self.damp <= 0:
-            raise LmforgeError(f"SparseGPT needs block_size ≥ 1 and damp > 0 (got {self.block_size}, {self.damp})")
+        if self.block_size < 1 or self.damp <= 0 or not 0 <= self.sink_share < 1:
+            raise LmforgeError(f"SparseGPT needs block_size ≥ 1, damp > 0 and sink_share in [0, 1) "
+                               f"(got {self.block_size}, {self.damp}, {self.sink_share})")
 
 
 PruneConfig = Magnitude | Wanda | SparseGPT
@@ -124,7 +127,7 @@ def _prune_linear(module: nn.Linear, config: PruneConfig, sparsity: float, stats
     weight = module.weight.data
     nm: NM | None = config.nm
     if isinstance(config, SparseGPT):
-        weight.copy_(sparsegpt_prune(weight, stats.hessian, sparsity, nm, config.block_size, config.damp))
+        weight.copy_(sparsegpt_prune(weight, stats.sink_weighted_hessian(config.sink_share), sparsity, nm, config.block_size, config.damp))
         return
     mask = wanda_mask(weight, stats.sq_norm, sparsity, nm) if isinstance(config, Wanda) else magnitude_mask(weight, sparsity, nm)
     weight.mul_(mask.to(weight.dtype))

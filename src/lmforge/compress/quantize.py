@@ -158,7 +158,7 @@ def _gptq_layer(layer, prefix, inputs, config: GPTQ, todo: set[str], report: Qua
         for name in local:
             full = f"{prefix}.{name}"
             linear = layer.get_submodule(name)
-            codes, scale, zero = gptq(linear.weight, stats.pop(name).hessian, config.bits, config.group_size,
+            codes, scale, zero = gptq(linear.weight, stats.pop(name).sink_weighted_hessian(config.sink_share), config.bits, config.group_size,
                                       config.symmetric, config.act_order, config.damp, config.block_size, name=full)
             _set_module(layer, name, QuantLinear.from_codes(codes, scale, zero, config.bits, linear.bias))
             todo.discard(full)

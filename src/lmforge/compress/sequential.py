@@ -73,6 +73,7 @@ class LinearStats:
 
     n: int = 0
     hessian: torch.Tensor | None = None
+    sink_hessian: torch.Tensor | None = field(default=None, repr=False)  # the part of ``hessian`` from position 0
     sq_norm: torch.Tensor | None = None
     abs_sum: torch.Tensor | None = field(default=None, repr=False)
     sample_list: list[torch.Tensor] = field(default_factory=list, repr=False)
@@ -85,7 +86,29 @@ class LinearStats:
     def abs_mean(self) -> torch.Tensor:
         return self.abs_sum / max(self.n, 1)
 
+    def sink_weighted_hessian(self, share: float) -> torch.Tensor:
+        """``hessian`` with each sequence's first token weighted up until it holds at least ``share`` of the trace.
+
+        The first token of every sequence becomes an attention sink: every later token
+        attends to its key and value. In a calibration set it is one row in ``seqlen``, and
+        where its (normalized) input points in a direction no other token uses, plain GPTQ
+        or SparseGPT pushes the rounding error of the other columns into exactly that
+        direction. Measured on SmolLM2-135M (int4 g64): the sink's v_proj output error rose
+        to 1.2-1.9 × its norm in layers 19-28 (RTN: 0.1-0.2), and perplexity ended 20 %
+        above RTN's. Raising the first tokens' weight to ``share`` of the trace keeps their
+        error near RTN's at a small cost on the other tokens; linears whose first-token share
+        is already at least ``share`` (the layers that write massive activations) are untouched.
+        """
+        if self.hessian is None or self.sink_hessian is None or share <= 0:
+            return self.hessian
+        total, sink = float(torch.trace(self.hessian)), float(torch.trace(self.sink_hessian))
+        if sink <= 0 or sink >= share * total:
+            return self.hessian
+        extra = (share * total - sink) / (sink * (1 - share))  # (1 + extra)·sink = share·(total + extra·sink)
+        return self.hessian + extra * self.sink_hessian
+
     def add(self, x: torch.Tensor, hessian: bool, sample_stride: int = 0) -> None:
+        first = x.detach()[:, 0].float() if x.ndim == 3 else None  # [batch, seq, width]: position 0 of each sequence
         x = x.detach().reshape(-1, x.shape[-1]).float()
         if sample_stride:
             self.sample_list.append(x[::sample_stride].clone())
@@ -96,13 +119,17 @@ class LinearStats:
             self.abs_sum = torch.zeros(width, device=x.device)
             if hessian:
                 self.hessian = torch.zeros(width, width, device=x.device)
+                self.sink_hessian = torch.zeros(width, width, device=x.device)
         self.sq_norm += x.square().sum(0)
         self.abs_sum += x.abs().sum(0)
         if hessian:
             # running mean of 2 x xᵀ, rescaled as tokens arrive so that H stays O(1)
-            self.hessian *= self.n / (self.n + m)
-            scaled = x * (2.0 / (self.n + m)) ** 0.5
-            self.hessian.addmm_(scaled.T, scaled)
+            keep, weight = self.n / (self.n + m), (2.0 / (self.n + m)) ** 0.5
+            self.hessian *= keep
+            self.hessian.addmm_((x * weight).T, x * weight)
+            self.sink_hessian *= keep
+            if first is not None:
+                self.sink_hessian.addmm_((first * weight).T, first * weight)
         self.n += m
 
 
