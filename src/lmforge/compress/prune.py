@@ -139,7 +139,7 @@ def prune(
     config: PruneConfig,
     calibration: torch.Tensor | None = None,
     *,
-    batch_size: int = 4,
+    batch_size: int = 1,  # calibration sequences per forward: 1 keeps the peak low, same speed at seqlen 2048
     progress: Callable[[int], None] | None = None,
 ) -> PruneResult:
     """Prune ``model``'s decoder linears in place; ``calibration`` is ``[n_samples, seqlen]`` token ids.
@@ -195,7 +195,7 @@ def prune_then_quantize(
     quant_config,
     calibration: torch.Tensor | None = None,
     *,
-    batch_size: int = 4,
+    batch_size: int = 1,  # calibration sequences per forward: 1 keeps the peak low, same speed at seqlen 2048
 ) -> dict[str, Any]:
     """Prune first, then quantize the surviving weights (``compress.quantize``) with pruned zeros kept exact.
 
