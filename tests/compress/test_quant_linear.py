@@ -39,3 +39,22 @@ def test_input_scale_divides_the_input():
     layer = QuantLinear.from_codes(codes, scale, zero, 4, input_scale=s)
     x = torch.randn(3, 64)
     torch.testing.assert_close(layer(x), (x / s) @ layer.dequantize().T, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("bits", [4, 8])
+def test_kernel_on_two_threads_equals_one_thread(bits):
+    # 1 × 576 × 1536 multiply-adds: above the threshold, so the rows are split between OpenMP threads
+    assert 576 * 1536 >= kernels.PARALLEL_MIN_MACS
+    codes, scale, zero = rtn(torch.randn(1536, 576, generator=torch.Generator().manual_seed(bits)), bits, 64, True)
+    layer = QuantLinear.from_codes(codes, scale, zero, bits)
+    x = torch.randn(1, 576)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        single = layer(x)
+        torch.set_num_threads(2)
+        double = layer(x)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(single, double)  # each output row is computed whole by one thread
+    torch.testing.assert_close(double, x @ layer.dequantize().T, rtol=1e-5, atol=1e-4)

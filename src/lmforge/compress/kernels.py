@@ -31,14 +31,17 @@ from lmforge.paths import cache_dir
 
 log = logging.getLogger(__name__)
 
+# Matmuls smaller than this (multiply-adds) run on the calling thread. OpenMP shares torch's thread pool
+# (one libgomp), so on an idle machine a second thread costs microseconds; on a machine whose cores are
+# all busy, waking it can cost milliseconds: set LMFORGE_QMM_PARALLEL_MIN_MACS higher there.
+PARALLEL_MIN_MACS = int(os.environ.get("LMFORGE_QMM_PARALLEL_MIN_MACS", 1 << 18))
+
 _SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
-
-#define PARALLEL_MIN_MACS (int64_t)(8 << 20)
 
 /* out[m, n] = sum_g scale[n, g] * (sum_{k in g} x[m, k] * q[n, k] - zero[n, g] * sum_{k in g} x[m, k])
    q: two 4-bit codes per byte (low nibble: even k) or one 8-bit code per byte.
@@ -127,9 +130,7 @@ void qmm(const float* x, int64_t M, int64_t K, const uint8_t* w, const float* sc
     const int64_t G = K / gs, stride = K + G, row_bytes = packed4 ? K / 2 : K;
     float* prep = (float*)malloc(sizeof(float) * M * stride);
     prepare(x, M, K, gs, packed4, prep);
-    /* a few hundred microseconds of work is not worth waking a second thread: on a busy machine the wake-up
-       costs milliseconds (measured), so small matmuls stay on the calling thread */
-    #pragma omp parallel for num_threads(threads) schedule(static) if (M * N * K >= PARALLEL_MIN_MACS)
+    #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int64_t n = 0; n < N; n++)
         for (int64_t m = 0; m < M; m++)
             out[m * N + n] = packed4
@@ -195,6 +196,7 @@ def packed_matmul(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, z
     rows, cols = x.shape
     n_out = scales.shape[0]
     out = torch.empty(rows, n_out, dtype=torch.float32)
+    threads = torch.get_num_threads() if rows * cols * n_out >= PARALLEL_MIN_MACS else 1
     library.qmm(x.data_ptr(), rows, cols, packed.data_ptr(), scales.data_ptr(), zeros.data_ptr(), n_out, group_size,
-                int(storage_bits == 4), out.data_ptr(), torch.get_num_threads())
+                int(storage_bits == 4), out.data_ptr(), threads)
     return out

@@ -42,6 +42,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from lmforge.compress.pages import return_large_buffers_to_the_system
 from lmforge.errors import LmforgeError
 
 # Keyword arguments of a decoder layer that only make sense for generation with a cache.
@@ -203,6 +204,7 @@ def layerwise(
     progress: Callable[[int], None] | None = None,
 ) -> None:
     """Call ``process_layer(index, layer, inputs)`` on each decoder layer in order, feeding outputs forward."""
+    return_large_buffers_to_the_system()
     inputs = capture_layer_inputs(model, calibration, batch_size)
     for index, layer in enumerate(decoder_layers(model)):
         process_layer(index, layer, inputs)
