@@ -48,6 +48,8 @@ def prune_command(
     calib: str = typer.Option("web_articles", help="calibration corpus (named set or path)"),
     samples: int = typer.Option(32, help="calibration samples"),
     seqlen: int = typer.Option(2048, help="calibration sample length in tokens"),
+    sink_share: float = typer.Option(0.1, help="sparsegpt: least share of the Hessian held by each sequence's first token "
+                                               "(the attention sink); 0 = the paper's unweighted Hessian"),
     quantize_bits: int = typer.Option(None, "--quantize-bits", help="then quantize the survivors (RTN, symmetric), e.g. 4"),
     group_size: int = typer.Option(64, help="group size for --quantize-bits"),
     json_out: Path = typer.Option(None, "--json", help="also write the summary as JSON"),
@@ -58,9 +60,10 @@ def prune_command(
     from lmforge.compress.structured import Structured, structured_prune
     from lmforge.models import load_model, save_model
 
+    extra = {"sink_share": sink_share} if method == "sparsegpt" else {}
     settings = {"method": method, "sparsity": sparsity, "pattern": pattern, "heads": heads, "mlp": mlp, "calib": calib,
-                "samples": samples, "seqlen": seqlen, "quantize_bits": quantize_bits, "group_size": group_size}
-    config = Structured(heads, mlp) if method == "structured" else prune_config(method, sparsity=sparsity, pattern=pattern)
+                "samples": samples, "seqlen": seqlen, "quantize_bits": quantize_bits, "group_size": group_size, **extra}
+    config = Structured(heads, mlp) if method == "structured" else prune_config(method, sparsity=sparsity, pattern=pattern, **extra)
     with record_run("prune", config=settings, inputs={"model": model}) as run:
         loaded, tokenizer = load_model(model)
         calibration = None if method == "magnitude" else _calibration(tokenizer, calib, samples, seqlen)
