@@ -54,7 +54,10 @@ def test_linear_input_stats_equal_direct_computation():
     run_layer(layer, inputs)
     handle.remove()
     x = torch.cat(captured).double()
-    stats = linear_input_stats(layer, inputs, ["mlp.down_proj", "self_attn.q_proj"])["mlp.down_proj"]
+    both = linear_input_stats(layer, inputs, ["mlp.down_proj", "self_attn.q_proj", "self_attn.k_proj"])
+    assert both["self_attn.k_proj"] is both["self_attn.q_proj"]  # one input tensor: accumulated once, shared
+    assert both["self_attn.q_proj"].n == 5 * 16
+    stats = both["mlp.down_proj"]
     assert stats.n == x.shape[0] == 5 * 16
     torch.testing.assert_close(stats.hessian.double(), 2 * x.T @ x / x.shape[0], rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(stats.sq_norm.double(), x.square().sum(0), rtol=1e-5, atol=1e-6)

@@ -263,10 +263,16 @@ def linear_input_stats(
     stats = {name: LinearStats() for name in names}
     stride = max(1, -(-inputs.tokens // sample_tokens)) if sample_tokens else 0
     pending: set[str] = set()
+    seen: dict[int, tuple[torch.Tensor, str]] = {}  # this forward's inputs, by identity
     handles = []
     for name in names:
         def accumulate(module, args, name=name):
-            stats[name].add(args[0], hessian, stride)
+            x = args[0]
+            if id(x) in seen and seen[id(x)][0] is x:  # q/k/v, gate/up read one tensor: accumulate it once
+                stats[name] = stats[seen[id(x)][1]]
+            else:
+                seen[id(x)] = (x, name)
+                stats[name].add(x, hessian, stride)
             pending.discard(name)
             if not pending:  # every named linear has its input: the rest of the layer is not needed
                 raise _StopForward
@@ -274,6 +280,7 @@ def linear_input_stats(
     try:
         for hidden, kwargs in zip(inputs.hidden, inputs.kwargs):
             pending.update(names)
+            seen.clear()
             try:
                 layer(hidden, **kwargs)
             except _StopForward:
