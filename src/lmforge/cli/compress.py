@@ -29,7 +29,7 @@ def comparison_rows(result: dict[str, Any]) -> list[tuple]:
     rows.append(("RAM of quantized layers", human_bytes(quant["quantized_layers_fp32_bytes"]),
                  human_bytes(quant["quantized_layers_bytes"])))
     rows.append(("compression time (s)", "-", quant["compress_seconds"]))
-    rows.append(("peak RSS", "-", human_bytes(quant["peak_rss_bytes"])))
+    rows.append(("peak RSS while quantizing", "-", human_bytes(quant["peak_rss_bytes"])))
     return rows
 
 

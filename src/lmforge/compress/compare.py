@@ -81,7 +81,7 @@ def compress_and_compare(
     Returns ``{"baseline": row, "quantized": row, "report": QuantReport dict, "out_dir": str}``.
     """
     from lmforge.data import calibration_batches, load_corpus
-    from lmforge.evaluate import peak_rss_bytes
+    from lmforge.evaluate import peak_rss_bytes, reset_peak_rss
     from lmforge.models import load_model, read_metadata, resolve_source
 
     model, tokenizer = load_model(model_source)
@@ -106,6 +106,7 @@ def compress_and_compare(
 
     say(f"quantizing with {config.method} ({config.bits}-bit, group {config.group_size or 'per-channel'}, "
         f"{'symmetric' if config.symmetric else 'asymmetric'})")
+    reset_peak_rss()  # the peak of quantizing, not of the baseline evaluation before it
     start = time.perf_counter()
     report = quantize(model, config, calibration, progress=progress)
     seconds = time.perf_counter() - start

@@ -3,7 +3,7 @@
 from lmforge.evaluate.loglikelihood import Request, encode_pair, loglikelihood, rolling_windows, score
 from lmforge.evaluate.multiple_choice import TaskSpec, builtin_tasks, choice_metrics, load_task, multiple_choice
 from lmforge.evaluate.perplexity import PROTOCOLS, PerplexityResult, perplexity, wikitext_detokenizer
-from lmforge.evaluate.speed import peak_rss_bytes, rss_bytes, speed
+from lmforge.evaluate.speed import peak_rss_bytes, reset_peak_rss, rss_bytes, speed
 
 __all__ = [
     "PROTOCOLS",
@@ -17,6 +17,7 @@ __all__ = [
     "loglikelihood",
     "multiple_choice",
     "peak_rss_bytes",
+    "reset_peak_rss",
     "perplexity",
     "rolling_windows",
     "rss_bytes",

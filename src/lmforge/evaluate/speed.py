@@ -18,8 +18,25 @@ from lmforge.models.info import tensor_bytes
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident set size so far (Linux reports kilobytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident set size since it started or since ``reset_peak_rss()``."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # kilobytes on Linux, since start
+
+
+def reset_peak_rss() -> bool:
+    """Start a new peak: the next ``peak_rss_bytes()`` covers only what follows (Linux ≥ 4.0; False elsewhere)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as clear:
+            clear.write("5")
+        return True
+    except OSError:
+        return False
 
 
 def rss_bytes() -> int:
