@@ -42,7 +42,7 @@ def quickstart_command(
     windows: int = typer.Option(4, help="wikitext2 windows of 2048 tokens scored per model"),
     questions: int = typer.Option(100, help="ARC-Easy questions scored per model"),
     calib_samples: int = typer.Option(16, help="calibration samples of 2048 tokens (GPTQ and Wanda)"),
-    audit_pairs: int = typer.Option(300, help="CrowS-Pairs pairs scored per model in the bias audit"),
+    audit_pairs: int = typer.Option(150, help="CrowS-Pairs pairs scored per model in the bias audit"),
 ) -> None:
     """Pull SmolLM2-135M, compress it (GPTQ int4 g64, 50 % Wanda), evaluate, audit bias, write report.html."""
     started, started_epoch = time.perf_counter(), time.time()

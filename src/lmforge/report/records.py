@@ -136,10 +136,11 @@ def short_name(model: str | None) -> str:
 def recipe_brief(config: dict[str, Any]) -> str:
     """'gptq int4 g64', 'wanda 50% 2:4' ... from a compression run's settings."""
     parts = [str(config[k]) for k in ("method", "recipe") if config.get(k)]
-    if config.get("bits"):
-        parts.append(f"int{config['bits']}")
-    if config.get("group_size"):
-        parts.append(f"g{config['group_size']}")
+    bits = config.get("bits") or config.get("quantize_bits")  # prune --quantize-bits: pruned, then quantized
+    if bits:
+        parts.append(f"int{bits}")
+        if config.get("group_size"):
+            parts.append(f"g{config['group_size']}")
     if is_number(config.get("sparsity")):
         parts.append(f"{config['sparsity']:.0%}")
     if config.get("pattern") and config.get("pattern") != "unstructured":
