@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 # Matmuls smaller than this (multiply-adds) run on the calling thread. OpenMP shares torch's thread pool
 # (one libgomp), so on an idle machine a second thread costs microseconds; on a machine whose cores are
 # all busy, waking it can cost milliseconds: set LMFORGE_QMM_PARALLEL_MIN_MACS higher there.
-PARALLEL_MIN_MACS = int(os.environ.get("LMFORGE_QMM_PARALLEL_MIN_MACS", 1 << 18))
+PARALLEL_MIN_MACS = int(os.environ.get("LMFORGE_QMM_PARALLEL_MIN_MACS", str(1 << 18)))
 
 _SOURCE = r"""
 #include <stdint.h>
