@@ -7,7 +7,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from lmforge.models import context_length
+from lmforge.models import context_length, model_device
 
 
 def max_length(model) -> int:
@@ -31,7 +31,7 @@ def generate(model, tokenizer, prompts: Sequence[str], *, max_new_tokens: int = 
     try:
         for start in range(0, len(texts), batch_size):
             batch = tokenizer(texts[start:start + batch_size], return_tensors="pt", padding=True,
-                              add_special_tokens=not chat).to(next(model.parameters()).device)
+                              add_special_tokens=not chat).to(model_device(model))
             new = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad_id,
                                  top_p=None, top_k=None, temperature=None)[:, batch["input_ids"].shape[1]:]
             outputs += tokenizer.batch_decode(new, skip_special_tokens=True)

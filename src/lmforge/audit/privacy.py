@@ -34,6 +34,7 @@ from lmforge.audit.generation import generate
 from lmforge.audit.stats import auc, tpr_at_fpr
 from lmforge.data.curate.pii import find_pii, redact
 from lmforge.errors import LmforgeError
+from lmforge.models import model_device
 
 # ---------------------------------------------------------------- canary exposure
 
@@ -107,7 +108,7 @@ def token_logprobs(model, tokenizer, texts: Sequence[str], *, max_length: int = 
         for row, seq in enumerate(chunk):
             ids[row, :len(seq)] = torch.tensor(seq)
             mask[row, :len(seq)] = 1
-        device = next(model.parameters()).device
+        device = model_device(model)
         logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits[:, :-1].float()
         logprobs = F.log_softmax(logits, -1).gather(-1, ids[:, 1:, None].to(device)).squeeze(-1).cpu()
         result += [logprobs[row, :len(seq) - 1].numpy().astype(np.float64) for row, seq in enumerate(chunk)]

@@ -44,6 +44,7 @@ from torch import nn
 
 from lmforge.compress.pages import return_large_buffers_to_the_system
 from lmforge.errors import LmforgeError
+from lmforge.models.info import model_device
 
 # Keyword arguments of a decoder layer that only make sense for generation with a cache.
 _DROP_KWARGS = ("past_key_values", "past_key_value", "use_cache", "output_attentions")
@@ -150,10 +151,6 @@ def decoder_layers(model) -> nn.ModuleList:
     )
 
 
-def _model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 @torch.no_grad()
 def capture_layer_inputs(model, calibration: torch.Tensor, batch_size: int = 8) -> LayerInputs:
     """The first decoder layer's hidden states and keyword arguments for each calibration batch."""
@@ -164,7 +161,7 @@ def capture_layer_inputs(model, calibration: torch.Tensor, batch_size: int = 8) 
         raise LmforgeError(f"calibration token id {int(calibration.max())} is outside the model's vocabulary ({vocab}); "
                            "tokenize the calibration corpus with this model's tokenizer")
     first = decoder_layers(model)[0]
-    device = _model_device(model)
+    device = model_device(model)
     captured = LayerInputs(hidden=[], kwargs=[])
 
     def grab(module, args, kwargs):

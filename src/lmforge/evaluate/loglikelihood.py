@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from lmforge.models.info import model_device
+
 
 @dataclass(frozen=True)
 class Request:
@@ -121,16 +123,12 @@ def score(
         batch = torch.zeros((len(chunk), width), dtype=torch.long)
         for row, (ids, _) in enumerate(encoded):
             batch[row, : len(ids)] = torch.tensor(ids)
-        hidden = _final_hidden(model, batch.to(_device(model)))
+        hidden = _final_hidden(model, batch.to(model_device(model)))
         for row, (i, (ids, n_cont)) in enumerate(zip(chunk, encoded)):
             results[i] = _continuation_score(model, hidden[row, len(ids) - n_cont : len(ids)], requests[i].continuation)
         if progress:
             progress(len(chunk))
     return results  # type: ignore[return-value]
-
-
-def _device(model) -> torch.device:
-    return next(model.parameters()).device
 
 
 def _continuation_score(model, hidden: torch.Tensor, continuation: Sequence[int]) -> tuple[float, bool]:
@@ -149,7 +147,7 @@ def _score_shared_context(model, requests: Sequence[Request]) -> list[tuple[floa
     from transformers import DynamicCache
 
     context = requests[0].context
-    device = _device(model)
+    device = model_device(model)
     cache = DynamicCache(config=model.config)
     base = model.get_decoder()
     base(input_ids=torch.tensor([context[:-1]], device=device), past_key_values=cache, use_cache=True)

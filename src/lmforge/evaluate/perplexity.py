@@ -26,7 +26,7 @@ from lmforge.data.calibration import tokenize_corpus
 from lmforge.data.corpus import Corpus
 from lmforge.errors import LmforgeError
 from lmforge.evaluate.loglikelihood import encode, prefix_token_id, rolling_windows, score
-from lmforge.models.info import context_length
+from lmforge.models.info import context_length, model_device
 
 PROTOCOLS = ("windows", "rolling", "sliding")
 
@@ -108,7 +108,7 @@ def _windows(model, tokenizer, corpus: Corpus, seqlen: int, limit: int | None, b
         n_windows = min(n_windows, limit)
     if on_total:
         on_total(n_windows)
-    device = next(model.parameters()).device
+    device = model_device(model)
     nlls: list[float] = []
     start_time = time.perf_counter()
     for first in range(0, n_windows, batch_size):
@@ -145,7 +145,7 @@ def _sliding(model, tokenizer, corpus: Corpus, seqlen: int, stride: int, limit: 
             break
     if on_total:
         on_total(len(spans))
-    device = next(model.parameters()).device
+    device = model_device(model)
     nlls: list[float] = []
     tokens = 0
     start_time = time.perf_counter()

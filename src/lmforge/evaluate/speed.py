@@ -14,7 +14,7 @@ from typing import Any
 import psutil
 import torch
 
-from lmforge.models.info import tensor_bytes
+from lmforge.models.info import model_device, tensor_bytes
 
 
 def peak_rss_bytes() -> int:
@@ -81,7 +81,7 @@ def speed(
         torch.set_num_threads(threads)
     generator = torch.Generator().manual_seed(seed)
     vocab = model.config.vocab_size
-    device = next(model.parameters()).device
+    device = model_device(model)
     results: dict[str, Any] = {
         "prompt_tokens": prompt_tokens, "new_tokens": new_tokens, "threads": torch.get_num_threads(),
         "model_bytes": sum(tensor_bytes(model).values()), "repeats": repeats,

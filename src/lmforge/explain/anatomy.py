@@ -54,10 +54,6 @@ def anatomy(model: nn.Module) -> Anatomy:
     return Anatomy(layers, norm, unembed)
 
 
-def model_device(model) -> torch.device:
-    return next(model.parameters()).device
-
-
 def token_strings(tokenizer, ids: list[int]) -> list[str]:
     """Each token as the text it decodes to (``" the"``, not ``"Ġthe"``)."""
     return [tokenizer.decode([i]) for i in ids]

@@ -13,7 +13,8 @@ from typing import Iterator
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.explain.anatomy import encode, model_device, token_strings
+from lmforge.explain.anatomy import encode, token_strings
+from lmforge.models.info import model_device
 
 
 @dataclass

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from lmforge.errors import LmforgeError
-from lmforge.explain.anatomy import encode, encode_target, model_device, token_strings
+from lmforge.explain.anatomy import encode, encode_target, token_strings
+from lmforge.models.info import model_device
 
 METHODS = ("integrated_gradients", "gradient_x_input")
 BASELINES = ("eos", "zeros")

@@ -11,7 +11,8 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
-from lmforge.explain.anatomy import anatomy, encode, encode_target, model_device, token_strings
+from lmforge.explain.anatomy import anatomy, encode, encode_target, token_strings
+from lmforge.models.info import model_device
 
 
 @dataclass

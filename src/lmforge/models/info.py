@@ -9,6 +9,11 @@ from typing import Any
 import torch
 
 
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the model's (first) parameters: where its inputs must go."""
+    return next(model.parameters()).device
+
+
 def tensor_bytes(model: torch.nn.Module) -> dict[str, int]:
     """Bytes held by the model's parameters and buffers, by dtype, counting shared tensors once."""
     seen: set[int] = set()

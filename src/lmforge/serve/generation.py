@@ -15,6 +15,8 @@ from typing import Callable, Protocol
 
 import torch
 
+from lmforge.models.info import model_device
+
 
 @dataclass
 class GenerationRequest:
@@ -75,7 +77,7 @@ class ModelGenerator:
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = eos if isinstance(eos, list) else [eos]
         self.eos_ids = {i for i in [*eos, tokenizer.eos_token_id] if i is not None}
-        self.device = next(model.parameters()).device
+        self.device = model_device(model)
 
     @torch.inference_mode()
     def __call__(self, requests: list[GenerationRequest]) -> list[GenerationOutput]:
