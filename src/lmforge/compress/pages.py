@@ -19,6 +19,15 @@ import sys
 import torch
 
 _MADV_DONTNEED = 4
+_M_MMAP_THRESHOLD = -3
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """The C library the process already runs on (glibc on the Linux systems this targets)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+    return libc
 
 
 def _mapping_of(address: int, size: int) -> tuple[int, int, str] | None:
@@ -54,14 +63,9 @@ def release_file_pages(tensor: torch.Tensor) -> int:
         return 0
     if ctypes.string_at(first, last - first) != on_disk:
         return 0  # written since it was mapped: dropping the pages would lose the change
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.madvise.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
-    if libc.madvise(first, last - first, _MADV_DONTNEED) != 0:
+    if _libc().madvise(first, last - first, _MADV_DONTNEED) != 0:
         return 0
     return last - first
-
-
-_M_MMAP_THRESHOLD = -3
 
 
 @functools.cache
@@ -77,6 +81,6 @@ def return_large_buffers_to_the_system(threshold: int = 1 << 20) -> bool:
     if not sys.platform.startswith("linux"):
         return False
     try:
-        return bool(ctypes.CDLL("libc.so.6").mallopt(_M_MMAP_THRESHOLD, threshold))
+        return bool(_libc().mallopt(_M_MMAP_THRESHOLD, threshold))
     except (OSError, AttributeError):  # not glibc (musl has no mallopt)
         return False
