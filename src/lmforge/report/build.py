@@ -189,7 +189,6 @@ def build_report(store: RunStore | str | os.PathLike | None = None, run_ids: lis
 
 
 def write_public(path: Path, content: str | bytes) -> None:
-    """Write atomically with mode 0644: a report is for reading (the temp file behind atomic_path is 0600)."""
+    """Write atomically; ``atomic_path`` gives the file the mode a plain ``open`` would (0644 under umask 022)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(content if isinstance(content, bytes) else content.encode("utf-8"))
-        tmp.chmod(0o644)

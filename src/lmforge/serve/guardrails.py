@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-
 from lmforge.data.curate.pii import redact as redact_pii
 from lmforge.errors import LmforgeError
 from lmforge.io import read_yaml_mapping
