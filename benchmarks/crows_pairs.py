@@ -79,7 +79,10 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "crows_pairs.json"))
     args = parser.parse_args()
 
+    # lm-eval's wall time includes starting Python and loading the model; time our load too.
+    start = time.perf_counter()
     model, tokenizer = load_model(args.model)
+    load_seconds = time.perf_counter() - start
     model_dir = zoo_path(args.model) if not Path(args.model).is_dir() else Path(args.model)
     csv_path = data_dir() / "crows_pairs" / "crows_pairs_anonymized.csv"
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,10 +91,6 @@ def main() -> None:
     start = time.perf_counter()
     ours = crows_pairs(model, tokenizer, limit=args.limit, batch_size=args.batch_size)
     our_seconds = time.perf_counter() - start
-    # lm-eval's wall time includes starting Python and loading the model; time that part here too.
-    start = time.perf_counter()
-    load_model(args.model)
-    load_seconds = time.perf_counter() - start
     summary = ours.summary["all"]
 
     our_lls = np.stack([ours.ll_more, ours.ll_less], axis=1)
