@@ -10,6 +10,7 @@ Asymmetric grids and unfolded activation-aware input scales have no exact counte
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -32,11 +33,28 @@ def pack_int32(codes: torch.Tensor, bits: int) -> torch.Tensor:
     return (words - ((words >> 31) << 32)).to(torch.int32)  # the same 32 bits, read as a signed int32
 
 
-def export_compressed_tensors(model, tokenizer, out_dir: str | os.PathLike) -> Path:
-    """Write ``model`` (quantized with symmetric grids) as a compressed-tensors pack-quantized folder."""
+def quantized_linears(model) -> dict[str, QuantLinear]:
+    """The model's packed linears by name; a one-line error if it has none (shared by both exports)."""
     quantized = {name: m for name, m in model.named_modules() if isinstance(m, QuantLinear)}
     if not quantized:
         raise LmforgeError("the model has no quantized layers to export")
+    return quantized
+
+
+def unquantized_tensors(model, quantized: dict[str, QuantLinear]) -> Iterator[tuple[str, torch.Tensor]]:
+    """The state dict outside the packed linears, a tensor shared by two names (tied lm_head = embeddings) once."""
+    quantized_prefixes = tuple(f"{name}." for name in quantized)
+    seen = set()
+    for key, tensor in model.state_dict().items():
+        if key.startswith(quantized_prefixes) or tensor.data_ptr() in seen:
+            continue
+        seen.add(tensor.data_ptr())
+        yield key, tensor.detach()
+
+
+def export_compressed_tensors(model, tokenizer, out_dir: str | os.PathLike) -> Path:
+    """Write ``model`` (quantized with symmetric grids) as a compressed-tensors pack-quantized folder."""
+    quantized = quantized_linears(model)
     for name, module in quantized.items():
         if module.input_scale is not None:
             raise LmforgeError(f"{name} keeps an activation-aware input scale that compressed-tensors cannot express; "
@@ -49,14 +67,7 @@ def export_compressed_tensors(model, tokenizer, out_dir: str | os.PathLike) -> P
     bits, per_channel, group_size = schemes.pop()
     weights = {"num_bits": bits, "type": "int", "symmetric": True, "dynamic": False, "observer": "minmax",
                "strategy": "channel" if per_channel else "group", "group_size": None if per_channel else group_size}
-    state = {}
-    quantized_prefixes = tuple(f"{name}." for name in quantized)
-    seen = set()
-    for key, tensor in model.state_dict().items():
-        if key.startswith(quantized_prefixes) or tensor.data_ptr() in seen:
-            continue  # tied tensors (lm_head = embeddings) are written once
-        seen.add(tensor.data_ptr())
-        state[key] = tensor.detach().contiguous()
+    state = {key: tensor.contiguous() for key, tensor in unquantized_tensors(model, quantized)}
     for name, module in quantized.items():
         state[f"{name}.weight_packed"] = pack_int32(module.codes(), bits)
         state[f"{name}.weight_scale"] = module.scales.detach().clone()

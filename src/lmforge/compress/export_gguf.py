@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType, TokenType
 
+from lmforge.compress.export import quantized_linears, unquantized_tensors
 from lmforge.compress.qlinear import QuantLinear
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_path
@@ -217,9 +218,7 @@ def export_gguf(model, tokenizer, path: str | os.PathLike, *, embeddings: str = 
         raise LmforgeError(f"GGUF export writes llama models (SmolLM2 is one); this model is '{config.model_type}'")
     if embeddings not in ("f32", "f16"):
         raise LmforgeError(f"embeddings='{embeddings}' is not supported; use 'f32' or 'f16'")
-    quantized = {name: m for name, m in model.named_modules() if isinstance(m, QuantLinear)}
-    if not quantized:
-        raise LmforgeError("the model has no quantized layers to export")
+    quantized = quantized_linears(model)
     types = {name: layer_type(name, module) for name, module in quantized.items()}
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config.num_hidden_layers)
 
@@ -242,14 +241,9 @@ def export_gguf(model, tokenizer, path: str | os.PathLike, *, embeddings: str = 
             writer.add_tensor(gguf_name(f"{name}.weight"), block_bytes(module, types[name], rows), raw_dtype=types[name])
             if module.bias is not None:
                 writer.add_tensor(gguf_name(f"{name}.bias"), module.bias[rows].float().numpy())
-        quantized_prefixes = tuple(f"{name}." for name in quantized)
-        seen = set()
-        for key, tensor in model.state_dict().items():
-            if key.startswith(quantized_prefixes) or tensor.data_ptr() in seen:
-                continue  # tied tensors (lm_head = embeddings) are written once: llama.cpp reuses token_embd
-            seen.add(tensor.data_ptr())
+        for key, tensor in unquantized_tensors(model, quantized):  # a tied lm_head: llama.cpp reuses token_embd
             target = gguf_name(key)
-            tensor = tensor.detach()[_row_order(key.rpartition(".")[0], tensor.shape[0], config)]
+            tensor = tensor[_row_order(key.rpartition(".")[0], tensor.shape[0], config)]
             half = embeddings == "f16" and target in ("token_embd.weight", "output.weight")
             writer.add_tensor(target, tensor.to(torch.float16 if half else torch.float32).numpy())
         writer.write_header_to_file()
