@@ -34,6 +34,7 @@ SETTINGS = {
     "rtn-int8": ("rtn", dict(bits=8, group_size=None, symmetric=True)),
     "rtn-int4-g64": ("rtn", dict(bits=4, group_size=64, symmetric=True)),
     "gptq-int4-g64": ("gptq", dict(bits=4, group_size=64, symmetric=True)),
+    "gptq-int4-g64-true-seq": ("gptq", dict(bits=4, group_size=64, symmetric=True, true_sequential=True)),
     "gptq-int3-g64": ("gptq", dict(bits=3, group_size=64, symmetric=True)),
     "awq-int4-g64": ("awq", dict(bits=4, group_size=64, symmetric=True)),
     "llmcompressor-gptq-int4-g64": "peer",

@@ -57,13 +57,3 @@ def test_quantize_gives_back_the_pages_of_the_weights_it_replaced(tiny_folder):
     released = before - _mapping_rss(weights[0].data_ptr())
     whole_pages = sum(w.nbytes for w in weights) - 2 * 4096 * len(weights)
     assert released >= whole_pages
-
-
-def test_glibc_accepts_a_fixed_mmap_threshold():
-    import platform
-
-    from lmforge.compress.pages import return_large_buffers_to_the_system
-
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("mallopt is glibc's")
-    assert return_large_buffers_to_the_system() is True

@@ -19,7 +19,6 @@ import sys
 import torch
 
 _MADV_DONTNEED = 4
-_M_MMAP_THRESHOLD = -3
 
 
 @functools.cache
@@ -66,21 +65,3 @@ def release_file_pages(tensor: torch.Tensor) -> int:
     if _libc().madvise(first, last - first, _MADV_DONTNEED) != 0:
         return 0
     return last - first
-
-
-@functools.cache
-def return_large_buffers_to_the_system(threshold: int = 1 << 20) -> bool:
-    """Make glibc serve every allocation of ``threshold`` bytes or more with its own mmap (freed = returned).
-
-    glibc raises its mmap threshold each time a large mmapped block is freed, so after the
-    first layer the per-layer activations (a few MB each) come from the heap, which fragments
-    and keeps growing. Measured on SmolLM2-135M, GPTQ with 32 × 2048 calibration tokens:
-    peak RSS after 3 layers 1.05 GB with the dynamic threshold, 0.85 GB with a fixed 1 MiB one.
-    Called once per process by the layer-by-layer compression; True if glibc accepted it.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        return bool(_libc().mallopt(_M_MMAP_THRESHOLD, threshold))
-    except (OSError, AttributeError):  # not glibc (musl has no mallopt)
-        return False

@@ -19,7 +19,7 @@ from torch import nn
 from lmforge.compress.awq import search_scales
 from lmforge.compress.config import AWQ, GPTQ, QuantConfig
 from lmforge.compress.gptq import gptq
-from lmforge.compress.pages import release_file_pages, return_large_buffers_to_the_system
+from lmforge.compress.pages import release_file_pages
 from lmforge.compress.qlinear import QuantLinear
 from lmforge.compress.rtn import rtn
 from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, linear_groups, linear_input_stats
@@ -116,7 +116,6 @@ def quantize(
     if calibration is not None and config.needs_calibration:
         report.calibration = {"samples": int(calibration.shape[0]), "seqlen": int(calibration.shape[1])}
     start = time.perf_counter()
-    return_large_buffers_to_the_system()
     todo = set(names)
     if isinstance(config, (GPTQ, AWQ)):
         layer_names = {id(m): n for n, m in model.named_modules()}
