@@ -155,8 +155,8 @@ def finetune_command(
 
 def scale_command(
     sizes: str = typer.Option("32x2,48x3,64x4,96x4", help="model sizes as WIDTHxLAYERS, comma-separated"),
-    budgets: str = typer.Option("65536,131072,262144", help="token budgets, comma-separated"),
-    holdout: str = typer.Option("128x6@262144", help="a larger WIDTHxLAYERS@TOKENS run to predict ('' for none)"),
+    budgets: str = typer.Option("524288,1048576,2097152", help="token budgets, comma-separated (the defaults: about 20 min of one core)"),
+    holdout: str = typer.Option("128x6@2097152", help="a larger WIDTHxLAYERS@TOKENS run to predict ('' for none)"),
     corpus: str = typer.Option("wikitext2,web_articles", help="corpus (names or paths, comma-separated)"),
     vocab_size: int = typer.Option(2048, help="BPE vocabulary trained on the corpus"),
     context_length: int = typer.Option(128),
