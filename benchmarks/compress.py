@@ -35,6 +35,8 @@ SETTINGS = {
     "rtn-int4-g64": ("rtn", dict(bits=4, group_size=64, symmetric=True)),
     "gptq-int4-g64": ("gptq", dict(bits=4, group_size=64, symmetric=True)),
     "gptq-int4-g64-true-seq": ("gptq", dict(bits=4, group_size=64, symmetric=True, true_sequential=True)),
+    "gptq-int4-g64-head8": ("gptq", dict(bits=4, group_size=64, symmetric=True, lm_head_bits=8)),
+    "rtn-int4-g64-head8": ("rtn", dict(bits=4, group_size=64, symmetric=True, lm_head_bits=8)),
     "gptq-int3-g64": ("gptq", dict(bits=3, group_size=64, symmetric=True)),
     "awq-int4-g64": ("awq", dict(bits=4, group_size=64, symmetric=True)),
     "llmcompressor-gptq-int4-g64": "peer",
@@ -107,7 +109,7 @@ def child(setting: str, calib_file: Path, work: Path, windows: int, speed_tokens
             save_quantized(model, tokenizer, work / setting, report.to_dict())
             row["disk_bytes"] = disk_bytes(work / setting)
             row["quantized_layers_bytes"], row["quantized_layers_fp32_bytes"] = quantized_part_ram(model)
-            row["kept_in_full_precision"] = sorted(report.skipped) + ["model.embed_tokens (tied with lm_head)"]
+            row["kept_in_full_precision"] = sorted(report.skipped) + ["model.embed_tokens"]
     row["model_ram_bytes"] = sum(tensor_bytes(model).values())
     if row.get("peak_rss_bytes") is None:
         row["peak_rss_bytes"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -6,7 +6,7 @@ import torch
 from lmforge.compress import AWQ, GPTQ, RTN, QuantLinear, quantize, save_quantized
 from lmforge.compress.rtn import rtn
 from lmforge.errors import LmforgeError
-from lmforge.models import load_model, tensor_bytes, tiny_llama, tiny_model_and_tokenizer
+from lmforge.models import load_model, tensor_bytes, tiny_llama, tiny_model_and_tokenizer, tiny_tokenizer
 
 
 @pytest.fixture(scope="module")
@@ -78,3 +78,31 @@ def test_save_and_reload_without_requantizing(tmp_path):
     assert reloaded.model.layers[0].mlp.up_proj.qweight.dtype == torch.uint8
     with torch.no_grad():
         torch.testing.assert_close(reloaded(test).logits, expected, rtol=0, atol=0)
+
+
+def test_lm_head_bits_quantizes_a_tied_head_and_keeps_the_embeddings(tmp_path):
+    from lmforge.compress.serialize import load_quantized_model
+
+    model = tiny_llama(layers=2, hidden_size=128, intermediate_size=256, vocab_size=512, tie_word_embeddings=True)
+    embeddings = model.model.embed_tokens.weight.detach().clone()
+    report = quantize(model, RTN(bits=4, group_size=32, lm_head_bits=8))
+    head = model.lm_head
+    assert isinstance(head, QuantLinear) and head.bits == 8 and "lm_head" not in report.skipped
+    assert report.quantized["lm_head"] == {"method": "rtn", "bits": 8, "group_size": None}
+    assert torch.equal(model.model.embed_tokens.weight, embeddings)  # lookups stay exact
+    codes, scale, zero = rtn(embeddings, 8, None, True)
+    assert torch.equal(head.codes(), codes)
+    test = tokens(2, 16, 3)
+    with torch.no_grad():
+        hidden = model.model(test).last_hidden_state
+        logits = model(test).logits
+    dequantized = (codes.float() - zero.float()) * scale
+    torch.testing.assert_close(logits, hidden @ dequantized.T, rtol=1e-4, atol=1e-4)
+    save_quantized(model, tiny_tokenizer(), tmp_path / "q", report.to_dict())
+    reloaded = load_quantized_model(tmp_path / "q")
+    assert isinstance(reloaded.lm_head, QuantLinear)
+    assert torch.equal(reloaded.model.embed_tokens.weight, embeddings)
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(test).logits, logits)
+    with pytest.raises(LmforgeError, match="lm_head_bits=5"):
+        RTN(bits=4, lm_head_bits=5)

@@ -40,6 +40,8 @@ def compress_command(
     group_size: int = typer.Option(64, help="input columns per scale/zero; 0 = one per output channel"),
     symmetric: bool = typer.Option(True, "--symmetric/--asymmetric", help="grid centred on zero, or min/max per group"),
     act_order: bool = typer.Option(False, help="GPTQ: quantize columns by decreasing Hessian diagonal (static groups)"),
+    lm_head_bits: int = typer.Option(None, help="also quantize the output head (RTN; 8 = per channel), untied from "
+                                     "the embeddings, which stay in full precision; the largest read of a decoded token"),
     true_sequential: bool = typer.Option(False, help="GPTQ: re-measure inputs after each group of a layer's linears "
                                          "(about 1.5 × the time)"),
     sink_share: float = typer.Option(0.1, help="GPTQ: least share of the Hessian held by each sequence's first token "
@@ -69,7 +71,7 @@ def compress_command(
     if method not in METHODS:
         raise LmforgeError(f"unknown method '{method}'; use one of: {', '.join(METHODS)}")
     options: dict[str, Any] = {"bits": bits, "group_size": group_size or None, "symmetric": symmetric,
-                               "skip": tuple(skip), "skip_bad_groups": skip_bad_groups}
+                               "skip": tuple(skip), "skip_bad_groups": skip_bad_groups, "lm_head_bits": lm_head_bits}
     if method == "gptq":
         options.update(act_order=act_order, sink_share=sink_share, true_sequential=true_sequential)
     config = METHODS[method](**options)

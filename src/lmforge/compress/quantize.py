@@ -51,11 +51,19 @@ def _matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(leaf, p) for p in patterns)
 
 
+def output_head_name(model: nn.Module) -> str | None:
+    """Module name of the model's output head (``lm_head`` for most causal LMs), if it is a linear."""
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    return next((name for name, module in model.named_modules() if module is head), None) if isinstance(head, nn.Linear) else None
+
+
 def plan(model: nn.Module, config: QuantConfig) -> tuple[list[str], dict[str, str]]:
-    """Names of the linears to quantize, and the kept ones with the reason."""
+    """Names of the linears to quantize, and the kept ones with the reason (the head of ``lm_head_bits`` aside)."""
     chosen, skipped = [], {}
+    head = output_head_name(model) if config.lm_head_bits else None
     for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear):
+        if not isinstance(module, nn.Linear) or name == head:
             continue
         if _matches(name, config.skip):
             skipped[name] = "skip list"
@@ -131,10 +139,28 @@ def quantize(
         for name in sorted(todo):  # RTN, or linears outside the decoder layers
             _set_module(model, name, _rtn_module(model.get_submodule(name), config))
             report.quantized[name] = {"method": "rtn"}
+        if config.lm_head_bits:
+            _quantize_head(model, config, report)
     todo.clear()
     _own_remaining_tensors(model)
     report.seconds = time.perf_counter() - start
     return report
+
+
+def _quantize_head(model: nn.Module, config: QuantConfig, report: QuantReport) -> None:
+    """RTN on the output head at ``lm_head_bits``; a head tied to the embeddings leaves them in full precision."""
+    name = output_head_name(model)
+    if name is None:
+        raise LmforgeError(f"lm_head_bits is set, but {type(model).__name__} has no linear output head to quantize")
+    head = model.get_submodule(name)
+    group = None if config.lm_head_bits == 8 else config.group_size
+    if group and head.in_features % group:
+        raise LmforgeError(f"group size {group} does not divide the output head's width {head.in_features}; "
+                           "use lm_head_bits=8 (per channel) or another group size")
+    codes, scale, zero = rtn(head.weight.detach(), config.lm_head_bits, group, config.symmetric)
+    _set_module(model, name, QuantLinear.from_codes(codes, scale, zero, config.lm_head_bits, head.bias))
+    report.quantized[name] = {"method": "rtn", "bits": config.lm_head_bits, "group_size": group}
+    report.skipped.pop(name, None)
 
 
 def _own_remaining_tensors(model: nn.Module) -> None:
