@@ -207,3 +207,20 @@ def test_odd_records_do_not_break_the_report(tmp_path):
     page = outline(tmp_path / "report.html")
     assert page.sections == [anchor for anchor, _ in SECTIONS] and page.scripts == 0
     assert (tmp_path / "card.md").read_text().startswith("---\n")
+
+
+def test_the_quickstart_card_is_a_valid_card_that_names_the_report(tmp_path):
+    from lmforge.cli.quickstart import QUICKSTART_CARD
+    from lmforge.report import load_card, report_context
+    from lmforge.runs import record_run
+
+    path = tmp_path / "card.yaml"
+    path.write_text(QUICKSTART_CARD)
+    card = load_card(path)
+    assert card["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "intended_use" not in card
+    store = RunStore(tmp_path / "runs.sqlite")
+    with record_run("compress", config={"model": "smollm2-135m"}, inputs={"model": "smollm2-135m"},
+                    store=store, measure_energy=False) as run:
+        run.log_metrics({"baseline.wikitext2_ppl": 24.5, "quantized.wikitext2_ppl": 30.2})
+    ctx = report_context(store.list(limit=None), card)
+    assert ctx["model"]["name"] == card["model_name"]

@@ -15,6 +15,7 @@ from typing import Any
 import typer
 
 from lmforge.cli.common import console, human_bytes, print_table, save_json
+from lmforge.io import atomic_path
 from lmforge.models import pull, read_metadata
 from lmforge.runs import RunStore
 
@@ -31,6 +32,14 @@ def _step(title: str, args: list[str]) -> None:
 
     console.rule(f"[bold]{title}[/]  [dim]lmforge {' '.join(args)}[/]")
     app(args=args, standalone_mode=False)
+
+
+QUICKSTART_CARD = """\
+model_name: SmolLM2-135M-Instruct, GPTQ int4 g64 and Wanda 50 % (lmforge quickstart)
+base_model: HuggingFaceTB/SmolLM2-135M-Instruct
+license: Apache-2.0
+language: [en]
+"""
 
 
 def _latest(store: RunStore, command: str) -> dict[str, Any]:
@@ -87,7 +96,10 @@ def quickstart_command(
          for name, r in rows.items()],
     )
     this_tour = [f"--runs={r.id}" for r in store.list(limit=None) if r.started >= started_epoch]
-    _step("5/5 report", ["report", "-o", str(out_dir / "report" / "report.html"), *this_tour])
+    card = out_dir / "card.yaml"  # only what is known of the base model; intended use etc. stay "missing"
+    with atomic_path(card) as tmp:
+        tmp.write_text(QUICKSTART_CARD)
+    _step("5/5 report", ["report", "-o", str(out_dir / "report" / "report.html"), "--card", str(card), *this_tour])
     seconds = time.perf_counter() - started
     save_json(out_dir / "quickstart.json", {"results": rows, "audit": audit, "seconds": seconds})
     console.print(f"quickstart finished in {seconds / 60:.1f} min; open {out_dir / 'report' / 'report.html'}")
