@@ -32,18 +32,27 @@ from lmforge.models import load_model
 
 PEER_VENV = Path(__file__).resolve().parents[1] / ".venv-llmcompressor"
 PEER_SCRIPT = """
-import sys, torch
+import shutil, sys, torch
+from pathlib import Path
 from transformers import AutoModelForCausalLM
 from datasets import Dataset
 from llmcompressor import oneshot
 from llmcompressor.modifiers.pruning import SparseGPTModifier
+from safetensors.torch import save_file
 src, calib, out, sparsity, pattern = sys.argv[1:6]
 ids = torch.load(calib, weights_only=True)
 model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
 ds = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
 recipe = SparseGPTModifier(sparsity=float(sparsity), mask_structure=pattern, targets=["Linear"], ignore=["lm_head"])
 oneshot(model=model, dataset=ds, recipe=recipe, num_calibration_samples=len(ids), max_seq_length=ids.shape[1])
-model.save_pretrained(out)
+# dense weights (zeros included) beside the source's config and tokenizer: the folder loads like the source,
+# without compressed-tensors, which lmforge's venv does not have
+Path(out).mkdir(parents=True, exist_ok=True)
+state = {k: v.contiguous() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+save_file(state, str(Path(out) / "model.safetensors"), metadata={"format": "pt"})
+for name in Path(src).iterdir():
+    if name.suffix in {".json", ".txt", ".jinja"} and name.name != "lmforge.json":
+        shutil.copy(name, Path(out) / name.name)
 """
 
 
@@ -115,7 +124,7 @@ def main() -> None:
     record("dense fp32", evaluate(model, tokenizer, wikitext, args.windows))
     configs = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": SparseGPT}
     for pattern in args.patterns.split(","):
-        for method in args.methods.split(","):
+        for method in filter(None, args.methods.split(",")):
             model.load_state_dict(dense_state)
             started = time.perf_counter()
             pruned = prune(model, configs[method](sparsity=0.5, pattern=pattern), calibration)
