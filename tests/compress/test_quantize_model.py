@@ -106,3 +106,8 @@ def test_lm_head_bits_quantizes_a_tied_head_and_keeps_the_embeddings(tmp_path):
         torch.testing.assert_close(reloaded(test).logits, logits)
     with pytest.raises(LmforgeError, match="lm_head_bits=5"):
         RTN(bits=4, lm_head_bits=5)
+    # down_proj (width 192) takes groups of 48, the head (width 128) does not: refused before anything changes
+    untouched = tiny_llama(layers=1, hidden_size=128, intermediate_size=192, vocab_size=512, tie_word_embeddings=True)
+    with pytest.raises(LmforgeError, match="group size 48 does not divide the output head's width 128"):
+        quantize(untouched, RTN(bits=4, group_size=48, skip_bad_groups=True, lm_head_bits=4))
+    assert not any(isinstance(m, QuantLinear) for m in untouched.modules())

@@ -120,6 +120,8 @@ def quantize(
     names, skipped = plan(model, config)
     if not names:
         raise LmforgeError("nothing to quantize: every linear layer is in the skip list")
+    if config.lm_head_bits:
+        _head_plan(model, config)  # fail now, not after calibrating every layer
     report = QuantReport(config=config.to_dict(), skipped=skipped)
     if calibration is not None and config.needs_calibration:
         report.calibration = {"samples": int(calibration.shape[0]), "seqlen": int(calibration.shape[1])}
@@ -147,16 +149,23 @@ def quantize(
     return report
 
 
-def _quantize_head(model: nn.Module, config: QuantConfig, report: QuantReport) -> None:
-    """RTN on the output head at ``lm_head_bits``; a head tied to the embeddings leaves them in full precision."""
+def _head_plan(model: nn.Module, config: QuantConfig) -> tuple[str, int | None]:
+    """(module name, group size) of the output head ``lm_head_bits`` asks for; checked before any work is done."""
     name = output_head_name(model)
     if name is None:
         raise LmforgeError(f"lm_head_bits is set, but {type(model).__name__} has no linear output head to quantize")
-    head = model.get_submodule(name)
     group = None if config.lm_head_bits == 8 else config.group_size
-    if group and head.in_features % group:
-        raise LmforgeError(f"group size {group} does not divide the output head's width {head.in_features}; "
+    width = model.get_submodule(name).in_features
+    if group and width % group:
+        raise LmforgeError(f"group size {group} does not divide the output head's width {width}; "
                            "use lm_head_bits=8 (per channel) or another group size")
+    return name, group
+
+
+def _quantize_head(model: nn.Module, config: QuantConfig, report: QuantReport) -> None:
+    """RTN on the output head at ``lm_head_bits``; a head tied to the embeddings leaves them in full precision."""
+    name, group = _head_plan(model, config)
+    head = model.get_submodule(name)
     codes, scale, zero = rtn(head.weight.detach(), config.lm_head_bits, group, config.symmetric)
     _set_module(model, name, QuantLinear.from_codes(codes, scale, zero, config.lm_head_bits, head.bias))
     report.quantized[name] = {"method": "rtn", "bits": config.lm_head_bits, "group_size": group}
