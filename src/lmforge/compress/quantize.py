@@ -120,8 +120,7 @@ def quantize(
     names, skipped = plan(model, config)
     if not names:
         raise LmforgeError("nothing to quantize: every linear layer is in the skip list")
-    if config.lm_head_bits:
-        _head_plan(model, config)  # fail now, not after calibrating every layer
+    head_plan = _head_plan(model, config) if config.lm_head_bits else None  # fail now, not after calibrating every layer
     report = QuantReport(config=config.to_dict(), skipped=skipped)
     if calibration is not None and config.needs_calibration:
         report.calibration = {"samples": int(calibration.shape[0]), "seqlen": int(calibration.shape[1])}
@@ -141,8 +140,8 @@ def quantize(
         for name in sorted(todo):  # RTN, or linears outside the decoder layers
             _set_module(model, name, _rtn_module(model.get_submodule(name), config))
             report.quantized[name] = {"method": "rtn"}
-        if config.lm_head_bits:
-            _quantize_head(model, config, report)
+        if head_plan is not None:
+            _quantize_head(model, *head_plan, config, report)
     todo.clear()
     _own_remaining_tensors(model)
     report.seconds = time.perf_counter() - start
@@ -162,9 +161,8 @@ def _head_plan(model: nn.Module, config: QuantConfig) -> tuple[str, int | None]:
     return name, group
 
 
-def _quantize_head(model: nn.Module, config: QuantConfig, report: QuantReport) -> None:
+def _quantize_head(model: nn.Module, name: str, group: int | None, config: QuantConfig, report: QuantReport) -> None:
     """RTN on the output head at ``lm_head_bits``; a head tied to the embeddings leaves them in full precision."""
-    name, group = _head_plan(model, config)
     head = model.get_submodule(name)
     codes, scale, zero = rtn(head.weight.detach(), config.lm_head_bits, group, config.symmetric)
     _set_module(model, name, QuantLinear.from_codes(codes, scale, zero, config.lm_head_bits, head.bias))

@@ -114,7 +114,7 @@ class LinearStats:
         return self.hessian + extra * self.sink_hessian
 
     def add(self, x: torch.Tensor, hessian: bool, sample_stride: int = 0) -> None:
-        first = x.detach()[:, 0].float() if x.ndim == 3 else None  # [batch, seq, width]: position 0 of each sequence
+        first = x.detach()[:, 0].float() if hessian and x.ndim == 3 else None  # [batch, seq, width]: each position 0
         x = x.detach().reshape(-1, x.shape[-1]).float()
         if sample_stride:
             self.sample_list.append(x[::sample_stride].clone())
