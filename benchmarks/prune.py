@@ -1,4 +1,4 @@
-"""Pruning on SmolLM2-135M: magnitude, Wanda and SparseGPT at 50 % unstructured and 2:4.
+"""Pruning on SmolLM2-135M: magnitude, Wanda and SparseGPT at 50 % unstructured and 2:4; structured pruning.
 
 Protocol (PEERS.md "wt2-32w"): WikiText-2 raw test, windows of 2048 tokens, first
 ``--windows`` windows; calibration = ``--calib-samples`` chunks of 2048 tokens (seed 0)
@@ -6,6 +6,10 @@ of the web_articles gold text, the set the llm-compressor peers were calibrated 
 The dense baseline is measured in the same run. With ``--peer`` the same calibration
 tensor is handed to llm-compressor's SparseGPT, run in its own venv
 (``.venv-llmcompressor``), and the model it writes is scored by the same code.
+``--structured HEADS:MLP,...`` adds structured rows (fractions of query heads per key/value
+group and of MLP channels removed): the smaller dense model is saved, reloaded with plain
+transformers (its logits must equal the pruned model's), and its size and batch-1 decode
+speed are measured beside the dense model's.
 
     flock /tmp/lmforge-heavy.lock .venv/bin/python benchmarks/prune.py --out benchmarks/results/prune.json
 """
@@ -26,9 +30,10 @@ import torch
 
 from lmforge.cli.common import console, print_table, save_json
 from lmforge.compress.prune import Magnitude, SparseGPT, Wanda, prune
+from lmforge.compress.structured import Structured, structured_prune
 from lmforge.data import calibration_batches, load_corpus
-from lmforge.evaluate import perplexity
-from lmforge.models import load_model
+from lmforge.evaluate import perplexity, speed
+from lmforge.models import load_model, save_model
 
 PEER_VENV = Path(__file__).resolve().parents[1] / ".venv-llmcompressor"
 PEER_SCRIPT = """
@@ -83,6 +88,22 @@ def evaluate(model, tokenizer, corpus, windows: int) -> dict:
     return {"ppl": result.ppl, "tokens": result.tokens, "eval_seconds": time.perf_counter() - started}
 
 
+def decode_speed(model, tokenizer) -> float:
+    return speed(model, tokenizer, prompt_tokens=32, new_tokens=64, batch_sizes=(1,), repeats=3)["decode_tokens_per_s"]
+
+
+def saved_and_reloaded(model, tokenizer, work: Path, probe: torch.Tensor) -> dict:
+    """Save with lmforge's writer, reload with plain transformers, check the logits agree; sizes on disk."""
+    from transformers import AutoModelForCausalLM
+
+    folder = save_model(model, tokenizer, work / "structured")
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+    with torch.no_grad():
+        gap = (reloaded(probe).logits - model(probe).logits).abs().max().item()
+    return {"saved_mb": sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e6,
+            "reload_max_abs_logit_diff": gap}
+
+
 def run_peer(model_dir: Path, calibration: torch.Tensor, sparsity: float, pattern: str, work: Path) -> Path:
     calib_file, out = work / "calibration.pt", work / f"peer-{pattern.replace(':', 'of')}"
     torch.save(calibration, calib_file)
@@ -101,6 +122,7 @@ def main() -> None:
     parser.add_argument("--patterns", default="unstructured,2:4")
     parser.add_argument("--peer", action="store_true", help="also run llm-compressor's SparseGPT (needs .venv-llmcompressor)")
     parser.add_argument("--peer-patterns", help="patterns for the peer (default: --patterns); each takes ~20 min on 2 cores")
+    parser.add_argument("--structured", default="", help="structured settings HEADS:MLP (fractions removed), e.g. 0:0.25,0.34:0.25")
     parser.add_argument("--out", default="benchmarks/results/prune.json")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -131,6 +153,27 @@ def main() -> None:
             row = {"prune_seconds": time.perf_counter() - started, "sparsity": pruned.sparsity}
             record(f"lmforge {method} {pattern}", {**row, **evaluate(model, tokenizer, wikitext, args.windows)})
 
+    structured = [tuple(float(v) for v in item.split(":")) for item in filter(None, args.structured.split(","))]
+    if structured:
+        model.load_state_dict(dense_state)
+        probe = calibration[:1, :256]
+        dense_params = sum(p.numel() for p in model.parameters())
+        with tempfile.TemporaryDirectory() as work:
+            results["rows"][0].update({"parameters": dense_params, "decode_tokens_per_s": decode_speed(model, tokenizer),
+                                       **saved_and_reloaded(model, tokenizer, Path(work), probe)})
+        save_json(args.out, results)
+        for heads, mlp in structured:
+            smaller = copy.deepcopy(model)
+            started = time.perf_counter()
+            summary = structured_prune(smaller, Structured(heads, mlp), calibration)
+            row = {"prune_seconds": time.perf_counter() - started, "parameters": summary.parameters_after,
+                   "parameter_share": summary.parameters_after / dense_params, "config": summary.config}
+            with tempfile.TemporaryDirectory() as work:
+                row.update(saved_and_reloaded(smaller, tokenizer, Path(work), probe))
+            row["decode_tokens_per_s"] = decode_speed(smaller, tokenizer)
+            record(f"lmforge structured heads {heads:g} mlp {mlp:g}", {**row, **evaluate(smaller, tokenizer, wikitext, args.windows)})
+            del smaller
+
     if args.peer:
         from lmforge.models import zoo_path
 
@@ -148,6 +191,10 @@ def main() -> None:
     base = results["rows"][0]["ppl"]
     print_table(f"pruning SmolLM2-135M, wikitext2 windows 2048 × {args.windows}", ["setting", "sparsity", "ppl", "Δ ppl %", "prune s"],
                 [(r["setting"], r.get("sparsity", 0.0), r["ppl"], 100 * (r["ppl"] / base - 1), r.get("prune_seconds")) for r in results["rows"]])
+    if structured:
+        print_table("structured pruning: a smaller dense model", ["setting", "parameters", "saved MB", "decode tok/s", "ppl", "reload Δ logits"],
+                    [(r["setting"], r["parameters"], r["saved_mb"], r["decode_tokens_per_s"], r["ppl"], r["reload_max_abs_logit_diff"])
+                     for r in results["rows"] if "parameters" in r])
     save_json(args.out, results)
 
 

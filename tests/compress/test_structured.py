@@ -1,4 +1,4 @@
-"""Structured pruning: the shrunk model equals the masked dense model, and reloads in transformers."""
+"""Structured pruning: the shrunk model equals the masked dense model, and reloads in transformers; the refit is least squares."""
 
 import copy
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lmforge.compress.structured import Structured, keep_heads_per_group, structured_prune
+from lmforge.compress.structured import Structured, keep_heads_per_group, refit_kept_columns, structured_prune
 from lmforge.errors import LmforgeError
 from lmforge.models import tiny_llama
 
@@ -29,7 +29,7 @@ def test_structurally_pruned_model_equals_masked_dense_and_reloads(tmp_path):
     model = tiny_llama(hidden_size=64, layers=2, heads=8, kv_heads=2, intermediate_size=96, vocab_size=256, seed=3)
     calibration = torch.randint(0, 256, (4, 32), generator=torch.Generator().manual_seed(0))
     pruned = copy.deepcopy(model)
-    result = structured_prune(pruned, Structured(head_fraction=0.5, mlp_fraction=0.25), calibration)
+    result = structured_prune(pruned, Structured(head_fraction=0.5, mlp_fraction=0.25, reconstruct=False), calibration)
     assert [len(h) for h in result.kept_heads] == [4, 4]
     assert [len(c) for c in result.kept_channels] == [72, 72]
     layer = pruned.model.layers[0]
@@ -45,6 +45,35 @@ def test_structurally_pruned_model_equals_masked_dense_and_reloads(tmp_path):
     assert reloaded.config.num_attention_heads == 4 and reloaded.config.intermediate_size == 72
     with torch.no_grad():
         assert torch.allclose(reloaded(tokens).logits, expected, atol=1e-5)
+
+
+def test_refit_is_the_least_squares_solution():
+    generator = torch.Generator().manual_seed(0)
+    mixing = torch.randn(24, 24, generator=generator) * torch.linspace(0.1, 3, 24)
+    x = torch.randn(500, 24, generator=generator, dtype=torch.float64) @ mixing.double()  # correlated inputs
+    weight = torch.randn(10, 24, generator=generator)
+    kept = torch.tensor(sorted(torch.randperm(24, generator=generator)[:15].tolist()))
+    refit = refit_kept_columns(weight, (2 / len(x)) * x.T @ x, kept, damp=0.0)  # the scale of H does not matter
+    brute = torch.linalg.lstsq(x[:, kept], x @ weight.double().T).solution.T
+    assert torch.allclose(refit.double(), brute, atol=1e-4)
+    error = lambda w: ((x @ weight.double().T - x[:, kept] @ w.double().T) ** 2).sum()
+    assert error(refit) < 0.9 * error(weight[:, kept])
+
+
+def test_refit_brings_the_pruned_model_closer_to_the_dense_one(tmp_path):
+    model = tiny_llama(hidden_size=64, layers=2, heads=8, kv_heads=2, intermediate_size=96, vocab_size=256, seed=3)
+    calibration = torch.randint(0, 256, (8, 64), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(0, 256, (4, 48), generator=torch.Generator().manual_seed(1))
+    errors = {}
+    for reconstruct in (False, True):
+        pruned = copy.deepcopy(model)
+        structured_prune(pruned, Structured(head_fraction=0.5, mlp_fraction=0.5, reconstruct=reconstruct), calibration)
+        with torch.no_grad():
+            errors[reconstruct] = (pruned(tokens).logits - model(tokens).logits).square().mean().item()
+    assert errors[True] < 0.8 * errors[False]
+    pruned.save_pretrained(tmp_path)
+    with torch.no_grad():
+        assert torch.allclose(AutoModelForCausalLM.from_pretrained(tmp_path)(tokens).logits, pruned(tokens).logits, atol=1e-5)
 
 
 def test_heads_are_kept_within_each_kv_group():

@@ -45,10 +45,12 @@ def prune_command(
     pattern: str = typer.Option("unstructured", help="unstructured or N:M, e.g. 2:4"),
     heads: float = typer.Option(0.0, help="structured: fraction of query heads removed per key/value group"),
     mlp: float = typer.Option(0.25, help="structured: fraction of MLP channels removed"),
+    reconstruct: bool = typer.Option(True, "--reconstruct/--no-reconstruct",
+                                     help="structured: refit the kept o_proj/down_proj columns by least squares"),
     calib: str = typer.Option("web_articles", help="calibration corpus (named set or path)"),
     samples: int = typer.Option(32, help="calibration samples"),
     seqlen: int = typer.Option(2048, help="calibration sample length in tokens"),
-    sink_share: float = typer.Option(0.1, help="sparsegpt: least share of the Hessian held by each sequence's first token "
+    sink_share: float = typer.Option(0.1, help="sparsegpt and the structured refit: least share of the Hessian held by each sequence's first token "
                                                "(the attention sink); 0 = the paper's unweighted Hessian"),
     quantize_bits: int = typer.Option(None, "--quantize-bits", help="then quantize the survivors (RTN, symmetric), e.g. 4"),
     group_size: int = typer.Option(64, help="group size for --quantize-bits"),
@@ -60,10 +62,14 @@ def prune_command(
     from lmforge.compress.structured import Structured, structured_prune
     from lmforge.models import load_model, save_model
 
-    extra = {"sink_share": sink_share} if method == "sparsegpt" else {}
-    settings = {"method": method, "sparsity": sparsity, "pattern": pattern, "heads": heads, "mlp": mlp, "calib": calib,
+    extra = {"sink_share": sink_share} if method in {"sparsegpt", "structured"} else {}
+    settings = {"method": method, "sparsity": sparsity, "pattern": pattern, "heads": heads, "mlp": mlp,
+                "reconstruct": reconstruct, "calib": calib,
                 "samples": samples, "seqlen": seqlen, "quantize_bits": quantize_bits, "group_size": group_size, **extra}
-    config = Structured(heads, mlp) if method == "structured" else prune_config(method, sparsity=sparsity, pattern=pattern, **extra)
+    if method == "structured":
+        config = Structured(heads, mlp, reconstruct, **extra)
+    else:
+        config = prune_config(method, sparsity=sparsity, pattern=pattern, **extra)
     with record_run("prune", config=settings, inputs={"model": model}) as run:
         loaded, tokenizer = load_model(model)
         calibration = None if method == "magnitude" else _calibration(tokenizer, calib, samples, seqlen)
@@ -143,6 +149,10 @@ def optimize_command(
     sparsities: str = typer.Option("0,0.5", help="unstructured sparsities (0 = no pruning)"),
     patterns: str = typer.Option("unstructured", help="unstructured and/or N:M patterns, e.g. unstructured,2:4"),
     prune_method: str = typer.Option("wanda", help="magnitude | wanda | sparsegpt"),
+    head_bits: str = typer.Option("none", help="output-head bits with each quantization, e.g. none,8 (8: int8 per "
+                                               "channel, the head untied from the embeddings)"),
+    share_embeddings: bool = typer.Option(False, help="with --head-bits on a tied model: the embeddings read the quantized "
+                                          "head (one table for both)"),
     corpus: str = typer.Option("wikitext2", help="perplexity corpus"),
     ppl_windows: int = typer.Option(8), ppl_seqlen: int = typer.Option(512),
     calib: str = typer.Option("web_articles"), calib_samples: int = typer.Option(8), calib_seqlen: int = typer.Option(512),
@@ -158,11 +168,13 @@ def optimize_command(
 
     budget = Budget(max_mb, min_tokens_per_s, parse_fraction(max_ppl_increase))
     recipes = recipe_grid(_split(quants), _split(bits, int), _split(group_sizes, int), _split(sparsities, float),
-                          _split(patterns), prune_method)
+                          _split(patterns), prune_method, _split(head_bits, int), share_embeddings)
     settings = {"budget": vars(budget), "recipes": [r.key for r in recipes], "corpus": corpus, "ppl_windows": ppl_windows,
                 "ppl_seqlen": ppl_seqlen, "calib": calib, "calib_samples": calib_samples, "calib_seqlen": calib_seqlen}
     with record_run("optimize", config=settings, inputs={"model": model}) as run:
         loaded, tokenizer = load_model(model)
+        if share_embeddings and not getattr(loaded.config, "tie_word_embeddings", False):
+            raise LmforgeError(f"--share-embeddings needs a head tied to the embeddings, and {model}'s are separate: drop it")
         folder = _source_folder(model)
         model_hash = content_hash(folder) if folder else model
         needs_calibration = any(r.sparsity and r.prune_method != "magnitude" or r.quant in {"gptq", "awq"} for r in recipes)

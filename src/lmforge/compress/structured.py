@@ -11,6 +11,13 @@ Importance is measured on calibration data, layer by layer (``compress.sequentia
 * an MLP channel j contributes ``x_j w_jᵀ`` through ``down_proj``; its importance is
   ``‖x_j‖² ‖w_j‖²``.
 
+With ``reconstruct`` (the default) the kept columns of ``o_proj`` and ``down_proj`` are then
+refit by least squares to the layer's original output on the calibration tokens,
+``W' = W H[:, K] H[K, K]⁻¹`` (K the kept input columns, H their input Hessian, damped),
+so what the removed heads and channels carried is folded into the survivors where it
+correlates with them. The kept heads' and channels' activations do not change, so this
+fit is exact for the pruned layer's input.
+
 Grouped-query attention is respected: every key/value head keeps the same number of
 query heads (the least important ones in each group go), so keys and values are untouched
 and ``num_attention_heads`` stays a multiple of ``num_key_value_heads``.
@@ -35,12 +42,19 @@ class Structured:
 
     head_fraction: float = 0.0
     mlp_fraction: float = 0.25
+    reconstruct: bool = True  # refit the kept o_proj/down_proj columns by least squares
+    damp: float = 0.01  # of the mean Hessian diagonal, added before the refit's solve
+    sink_share: float = 0.1  # least share of the Hessian held by each sequence's first token (as SparseGPT)
 
     def __post_init__(self) -> None:
         for name in ("head_fraction", "mlp_fraction"):
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise LmforgeError(f"{name} must be in [0, 1) (the share of heads/channels to remove); got {value}")
+        if not 0.0 <= self.sink_share < 1.0:
+            raise LmforgeError(f"sink_share must be in [0, 1) (the first token's least share of the Hessian); got {self.sink_share}")
+        if self.damp < 0:
+            raise LmforgeError(f"damp must be ≥ 0 (a fraction of the mean Hessian diagonal); got {self.damp}")
 
 
 @dataclass
@@ -86,6 +100,15 @@ def keep_heads_per_group(scores: torch.Tensor, kv_heads: int, keep_per_group: in
     return kept
 
 
+def refit_kept_columns(weight: torch.Tensor, hessian: torch.Tensor, kept: torch.Tensor, damp: float = 0.01) -> torch.Tensor:
+    """``argmin_W' Σ‖W x − W' x_K‖²`` over the calibration inputs: ``W H[:, K] (H[K, K] + λI)⁻¹``, ``[out, |K|]``."""
+    h = hessian.double()
+    h_kk = h[kept][:, kept]
+    h_kk = h_kk + damp * torch.diagonal(h_kk).mean() * torch.eye(len(kept), dtype=h.dtype)
+    refit = torch.linalg.solve(h_kk, h[kept] @ weight.double().T).T  # H[K, K] is symmetric
+    return refit.to(weight.dtype)
+
+
 def _shrink_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
     """A new linear keeping ``index`` along ``dim`` of the weight (0: outputs, 1: inputs)."""
     weight = linear.weight.data.index_select(dim, index).clone()
@@ -98,9 +121,14 @@ def _shrink_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linea
     return new
 
 
+def head_columns(heads: list[int], head_dim: int) -> torch.Tensor:
+    """Indices of ``heads``' slices in the concatenated head outputs (``q_proj`` rows, ``o_proj`` columns)."""
+    return torch.tensor([h * head_dim + i for h in heads for i in range(head_dim)])
+
+
 def shrink_attention(attn: nn.Module, kept_heads: list[int], head_dim: int, kv_heads: int) -> None:
     """Keep only ``kept_heads`` query heads: rows of ``q_proj``, columns of ``o_proj``."""
-    index = torch.tensor([h * head_dim + i for h in kept_heads for i in range(head_dim)])
+    index = head_columns(kept_heads, head_dim)
     attn.q_proj = _shrink_linear(attn.q_proj, index, 0)
     attn.o_proj = _shrink_linear(attn.o_proj, index, 1)
     attn.num_key_value_groups = len(kept_heads) // kv_heads
@@ -147,12 +175,18 @@ def structured_prune(
     def process(index: int, layer: nn.Module, inputs: LayerInputs) -> None:
         stats = linear_input_stats(layer, inputs, ["self_attn.o_proj", "mlp.down_proj"], hessian=True)
         attn, mlp = layer.self_attn, layer.mlp
+        o_weight, down_weight = attn.o_proj.weight.data, mlp.down_proj.weight.data
         scores = head_importance(stats["self_attn.o_proj"].hessian, attn.o_proj.weight, head_dim)
         kept_heads = keep_heads_per_group(scores, kv_heads, keep_per_group)
         channels = channel_importance(stats["mlp.down_proj"].sq_norm, mlp.down_proj.weight)
         kept_channels = sorted(torch.topk(channels, keep_channels).indices.tolist())
         shrink_attention(attn, kept_heads, head_dim, kv_heads)
         shrink_mlp(mlp, kept_channels)
+        if config.reconstruct:
+            for linear, name, weight, kept in ((attn.o_proj, "self_attn.o_proj", o_weight, head_columns(kept_heads, head_dim)),
+                                               (mlp.down_proj, "mlp.down_proj", down_weight, torch.tensor(kept_channels))):
+                hessian = stats[name].sink_weighted_hessian(config.sink_share)
+                linear.weight.data = refit_kept_columns(weight, hessian, kept, config.damp)
         result.kept_heads.append(kept_heads)
         result.kept_channels.append(kept_channels)
 
