@@ -37,6 +37,8 @@ def test_bad_inputs_fail_before_any_work(tiny_folder, tmp_path):
         (["--method", "rtn", "--group-size", "48"], "group size 48 does not divide"),
         (["--method", "gptq", "--calib", str(corpus), "--calib-samples", "1000"], "asked for 1000"),
         (["--method", "nope"], "unknown method 'nope'"),
+        (["--lm-head-bits", "8", "--share-embeddings", "--gguf", str(tmp_path / "m.gguf")], "--share-embeddings cannot be exported"),
+        (["--share-embeddings"], "set lm_head_bits too"),
     ]
     for extra, message in cases:
         result = runner.invoke(app, ["compress", str(tiny_folder), *extra, "-o", str(tmp_path / "x"), *FAST])

@@ -111,3 +111,49 @@ def test_lm_head_bits_quantizes_a_tied_head_and_keeps_the_embeddings(tmp_path):
     with pytest.raises(LmforgeError, match="group size 48 does not divide the output head's width 128"):
         quantize(untouched, RTN(bits=4, group_size=48, skip_bad_groups=True, lm_head_bits=4))
     assert not any(isinstance(m, QuantLinear) for m in untouched.modules())
+
+
+@pytest.mark.parametrize("head_bits", [8, 4])
+def test_shared_embeddings_read_the_quantized_head_and_survive_save_and_reload(tmp_path, head_bits):
+    from lmforge.compress.export import export_compressed_tensors
+    from lmforge.compress.qlinear import QuantEmbedding
+    from lmforge.compress.serialize import load_quantized_model
+    from lmforge.compress.sparse_storage import storage_bytes
+
+    model = tiny_llama(layers=2, hidden_size=128, intermediate_size=256, vocab_size=512, tie_word_embeddings=True)
+    embeddings = model.model.embed_tokens.weight.detach().clone()
+    separate = copy.deepcopy(model)
+    quantize(separate, RTN(bits=4, group_size=32, lm_head_bits=head_bits))
+    report = quantize(model, RTN(bits=4, group_size=32, lm_head_bits=head_bits, share_embeddings=True))
+    assert isinstance(model.model.embed_tokens, QuantEmbedding) and report.quantized["model.embed_tokens"]
+    # row t of the lookup is row t of the brute-force RTN of the embedding matrix, dequantized
+    codes, scale, zero = rtn(embeddings, head_bits, None if head_bits == 8 else 32, True)
+    dequantized = (codes.float() - zero.float().repeat_interleave(codes.shape[1] // zero.shape[1], 1)) * \
+        scale.repeat_interleave(codes.shape[1] // scale.shape[1], 1)
+    test = tokens(2, 16, 3)
+    torch.testing.assert_close(model.model.embed_tokens(test), dequantized[test])
+    # one table: the fp32 embeddings are gone from what is stored
+    assert storage_bytes(separate) - storage_bytes(model) == embeddings.numel() * 4
+    with torch.no_grad():
+        logits = model(test).logits
+        torch.testing.assert_close(model.model(test).last_hidden_state @ dequantized.T, logits, rtol=1e-4, atol=1e-4)
+    save_quantized(model, tiny_tokenizer(), tmp_path / "q", report.to_dict())
+    reloaded = load_quantized_model(tmp_path / "q")
+    assert isinstance(reloaded.model.embed_tokens, QuantEmbedding) and reloaded.model.embed_tokens.head is reloaded.lm_head
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(test).logits, logits, rtol=0, atol=0)
+        generated = reloaded.generate(test[:1, :4], max_new_tokens=3, do_sample=False)
+    assert generated.shape == (1, 7)
+    copied = copy.deepcopy(reloaded)
+    assert copied.model.embed_tokens.head is copied.lm_head
+    with pytest.raises(LmforgeError, match="share_embeddings"):
+        export_compressed_tensors(reloaded, tiny_tokenizer(), tmp_path / "ct")
+
+
+def test_shared_embeddings_need_a_quantized_tied_head():
+    with pytest.raises(LmforgeError, match="set lm_head_bits"):
+        RTN(bits=4, share_embeddings=True)
+    untied = tiny_llama(layers=1, hidden_size=64, intermediate_size=128, vocab_size=512, tie_word_embeddings=False)
+    with pytest.raises(LmforgeError, match="separate"):
+        quantize(untied, RTN(bits=4, group_size=32, lm_head_bits=8, share_embeddings=True))
+    assert not any(isinstance(m, QuantLinear) for m in untied.modules())

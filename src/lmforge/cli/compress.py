@@ -42,6 +42,8 @@ def compress_command(
     act_order: bool = typer.Option(False, help="GPTQ: quantize columns by decreasing Hessian diagonal (static groups)"),
     lm_head_bits: int = typer.Option(None, help="also quantize the output head (RTN; 8 = per channel), untied from "
                                      "the embeddings, which stay in full precision; the largest read of a decoded token"),
+    share_embeddings: bool = typer.Option(False, help="with --lm-head-bits on a tied model: the embeddings read the quantized "
+                                          "head's rows, one table for both (not exportable to GGUF/compressed-tensors)"),
     true_sequential: bool = typer.Option(False, help="GPTQ: re-measure inputs after each group of a layer's linears "
                                          "(about 1.5 × the time)"),
     sink_share: float = typer.Option(0.1, help="GPTQ: least share of the Hessian held by each sequence's first token "
@@ -71,12 +73,15 @@ def compress_command(
     if method not in METHODS:
         raise LmforgeError(f"unknown method '{method}'; use one of: {', '.join(METHODS)}")
     options: dict[str, Any] = {"bits": bits, "group_size": group_size or None, "symmetric": symmetric,
-                               "skip": tuple(skip), "skip_bad_groups": skip_bad_groups, "lm_head_bits": lm_head_bits}
+                               "skip": tuple(skip), "skip_bad_groups": skip_bad_groups, "lm_head_bits": lm_head_bits,
+                               "share_embeddings": share_embeddings}
     if method == "gptq":
         options.update(act_order=act_order, sink_share=sink_share, true_sequential=true_sequential)
     config = METHODS[method](**options)
     if gguf:
         ggml_type(bits, group_size or None, symmetric, "--gguf")  # fail before quantizing, not after
+    if share_embeddings and (gguf or compressed_tensors):
+        raise LmforgeError("--share-embeddings cannot be exported (--gguf, --compressed-tensors): drop one or the other")
     settings = {"model": model, **config.to_dict(), "calib": calib, "calib_samples": calib_samples, "seqlen": seqlen,
                 "seed": seed, "eval_windows": eval_windows, "arc_limit": arc_limit}
     with record_run("compress", config=settings, inputs={"model": model}) as run:

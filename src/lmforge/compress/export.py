@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from lmforge.compress.qlinear import QuantLinear
+from lmforge.compress.qlinear import QuantEmbedding, QuantLinear
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_dir
 
@@ -38,6 +38,9 @@ def quantized_linears(model) -> dict[str, QuantLinear]:
     quantized = {name: m for name, m in model.named_modules() if isinstance(m, QuantLinear)}
     if not quantized:
         raise LmforgeError("the model has no quantized layers to export")
+    if isinstance(model.get_input_embeddings(), QuantEmbedding):
+        raise LmforgeError("the embeddings are read from the quantized output head (share_embeddings), which this "
+                           "export cannot express: quantize again without --share-embeddings to export")
     return quantized
 
 

@@ -1,7 +1,7 @@
 """Hardware-aware budget search: measure a grid of compression recipes on this machine, pick what fits.
 
 Each recipe (pruning method × sparsity × pattern, then quantization method × bits ×
-group size) is built from the same base model and measured here: perplexity on a
+group size × output-head bits) is built from the same base model and measured here: perplexity on a
 short slice, bytes as stored (bitmask + values for sparse float weights where that is
 smaller, packed codes for quantized ones), and greedy decode tokens/s. Measurements
 are cached on disk under a key of (model content hash, recipe, measurement settings),
@@ -37,7 +37,9 @@ MB = 1e6
 
 @dataclass(frozen=True)
 class Recipe:
-    """One point of the grid. ``quant`` is ``none``, ``rtn``, ``gptq`` or ``awq``; ``sparsity`` 0 means no pruning."""
+    """One point of the grid. ``quant`` is ``none``, ``rtn``, ``gptq`` or ``awq``; ``sparsity`` 0 means no pruning;
+    ``head_bits`` quantizes the output head too (``QuantConfig.lm_head_bits``), only with a ``quant``;
+    ``shared_embeddings`` then reads the embeddings from that quantized head (``QuantConfig.share_embeddings``)."""
 
     quant: str = "none"
     bits: int | None = None
@@ -45,6 +47,8 @@ class Recipe:
     sparsity: float = 0.0
     pattern: str = "unstructured"
     prune_method: str = "wanda"
+    head_bits: int | None = None
+    shared_embeddings: bool = False
 
     @property
     def key(self) -> str:
@@ -54,6 +58,8 @@ class Recipe:
             parts.append(f"{self.prune_method}-{shape}")
         if self.quant != "none":
             parts.append(f"{self.quant}-w{self.bits}" + (f"-g{self.group_size}" if self.group_size else ""))
+            if self.head_bits:
+                parts.append(f"head{self.head_bits}" + ("-shared" if self.shared_embeddings else ""))
         return "+".join(parts) or "dense"
 
 
@@ -142,6 +148,8 @@ def recipe_grid(
     sparsities: list[float] = (0.0, 0.5),
     patterns: list[str] = ("unstructured",),
     prune_method: str = "wanda",
+    head_bits: list[int | None] = (None,),
+    shared_embeddings: bool = False,
 ) -> list[Recipe]:
     """The product grid, plus each pruning setting without quantization; dense first."""
     prunings = [(0.0, "unstructured")]
@@ -151,8 +159,10 @@ def recipe_grid(
             prunings.append((nm.sparsity, str(nm)))
         elif sparsity:
             prunings.append((float(sparsity), "unstructured"))
-    quantizations = [("none", None, None)] + [(q, b, g) for q in quants if q != "none" for b in bits for g in group_sizes]
-    recipes = [Recipe(q, b, g, s, p, prune_method) for (s, p), (q, b, g) in itertools.product(dict.fromkeys(prunings), quantizations)]
+    quantizations = [("none", None, None, None)] + [
+        (q, b, g, h) for q in quants if q != "none" for b in bits for g in group_sizes for h in head_bits]
+    recipes = [Recipe(q, b, g, s, p, prune_method, h, shared_embeddings and h is not None)
+               for (s, p), (q, b, g, h) in itertools.product(dict.fromkeys(prunings), quantizations)]
     return list(dict.fromkeys(recipes))
 
 
@@ -165,7 +175,9 @@ def apply_recipe(model, recipe: Recipe, calibration: torch.Tensor | None) -> Non
     if recipe.quant not in {"none", *quant_configs}:
         raise LmforgeError(f"unknown quantization method '{recipe.quant}': use none, rtn, gptq or awq")
     pruning = prune_config(recipe.prune_method, sparsity=recipe.sparsity, pattern=recipe.pattern) if recipe.sparsity else None
-    quant = quant_configs[recipe.quant](bits=recipe.bits, group_size=recipe.group_size) if recipe.quant != "none" else None
+    quant = (quant_configs[recipe.quant](bits=recipe.bits, group_size=recipe.group_size, lm_head_bits=recipe.head_bits,
+                                         share_embeddings=recipe.shared_embeddings)
+             if recipe.quant != "none" else None)
     if pruning and quant:
         prune_then_quantize(model, pruning, quant, calibration)
     elif pruning:

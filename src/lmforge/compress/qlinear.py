@@ -10,6 +10,10 @@ the layer computes ``(x / input_scale) @ Ŵᵀ``). The dequantized weight is
 Forward on CPU with a few rows (decoding): the native packed kernel. With many rows
 (prefill, perplexity) or on GPU: dequantize into a temporary and use the dense matmul,
 which is then compute-bound anyway.
+
+``QuantEmbedding``: the input embedding of a model whose output head is tied to it and
+quantized: a lookup gathers the head's packed rows and dequantizes only those, so one
+quantized table serves both ends of the model.
 """
 
 from __future__ import annotations
@@ -83,3 +87,27 @@ class QuantLinear(nn.Module):
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bits={self.bits}, "
                 f"group_size={self.group_size}, bias={self.bias is not None}")
+
+
+class QuantEmbedding(nn.Module):
+    """Token embeddings read from a tied, quantized output head ``[vocab, hidden]``: row t is ``Ŵ[t]``.
+
+    The head is referenced, not registered: its buffers are saved once, under the head's name,
+    and moving or copying the model moves or copies them once.
+    """
+
+    def __init__(self, head: QuantLinear, padding_idx: int | None = None):
+        super().__init__()
+        self.__dict__["head"] = head  # not a submodule: the state dict names the table once, as the head's
+        self.num_embeddings, self.embedding_dim = head.out_features, head.in_features
+        self.padding_idx = padding_idx
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        head, flat = self.head, input_ids.reshape(-1)
+        codes = unpack(head.qweight.index_select(0, flat), head.bits)
+        rows = dequantize_codes(codes, expand_groups(head.scales.index_select(0, flat), head.in_features),
+                                expand_groups(head.zeros.index_select(0, flat).float(), head.in_features))
+        return rows.reshape(*input_ids.shape, head.in_features)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_embeddings}, {self.embedding_dim}, shares the packed table of the output head ({self.head.bits}-bit)"

@@ -20,7 +20,7 @@ from lmforge.compress.awq import search_scales
 from lmforge.compress.config import AWQ, GPTQ, QuantConfig
 from lmforge.compress.gptq import gptq
 from lmforge.compress.pages import release_file_pages
-from lmforge.compress.qlinear import QuantLinear
+from lmforge.compress.qlinear import QuantEmbedding, QuantLinear
 from lmforge.compress.rtn import rtn
 from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, linear_groups, linear_input_stats
 from lmforge.errors import LmforgeError
@@ -158,16 +158,32 @@ def _head_plan(model: nn.Module, config: QuantConfig) -> tuple[str, int | None]:
     if group and width % group:
         raise LmforgeError(f"group size {group} does not divide the output head's width {width}; "
                            "use lm_head_bits=8 (per channel) or another group size")
+    if config.share_embeddings and not _head_is_tied(model, name):
+        raise LmforgeError("share_embeddings needs an output head tied to the input embeddings, and this model's are separate: "
+                           "leave share_embeddings off (the embeddings stay in full precision)")
     return name, group
 
 
+def _head_is_tied(model: nn.Module, head_name: str) -> bool:
+    embeddings = model.get_input_embeddings()
+    return isinstance(embeddings, nn.Embedding) and embeddings.weight is model.get_submodule(head_name).weight
+
+
 def _quantize_head(model: nn.Module, name: str, group: int | None, config: QuantConfig, report: QuantReport) -> None:
-    """RTN on the output head at ``lm_head_bits``; a head tied to the embeddings leaves them in full precision."""
+    """RTN on the output head at ``lm_head_bits``; a head tied to the embeddings leaves them in full precision,
+    or with ``share_embeddings`` replaces them by a lookup into the quantized head."""
     head = model.get_submodule(name)
     codes, scale, zero = rtn(head.weight.detach(), config.lm_head_bits, group, config.symmetric)
-    _set_module(model, name, QuantLinear.from_codes(codes, scale, zero, config.lm_head_bits, head.bias))
+    quantized = QuantLinear.from_codes(codes, scale, zero, config.lm_head_bits, head.bias)
+    _set_module(model, name, quantized)
     report.quantized[name] = {"method": "rtn", "bits": config.lm_head_bits, "group_size": group}
     report.skipped.pop(name, None)
+    if config.share_embeddings:
+        embeddings = model.get_input_embeddings()
+        embedding_name = next(n for n, m in model.named_modules() if m is embeddings)
+        model.set_input_embeddings(QuantEmbedding(quantized, embeddings.padding_idx))
+        report.quantized[embedding_name] = {"method": f"shared with {name}"}
+        report.skipped.pop(embedding_name, None)
 
 
 def _own_remaining_tensors(model: nn.Module) -> None:

@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_model as load_safetensors_into
 from safetensors.torch import save_model as save_safetensors_from
 
-from lmforge.compress.qlinear import QuantLinear
+from lmforge.compress.qlinear import QuantEmbedding, QuantLinear
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_dir, write_json
 from lmforge.models.loading import METADATA_FILE, read_metadata
@@ -33,6 +33,9 @@ def quantization_metadata(model, report: dict[str, Any] | None = None) -> dict[s
         for name, m in model.named_modules() if isinstance(m, QuantLinear)
     }
     section = {"format": FORMAT, "version": VERSION, "modules": modules}
+    embeddings = model.get_input_embeddings()
+    if isinstance(embeddings, QuantEmbedding):  # read from the quantized head: nothing of its own to save
+        section["shared_embeddings"] = next(name for name, m in model.named_modules() if m is embeddings.head)
     if report:
         section["config"] = report.get("config")
         section["skipped"] = report.get("skipped")
@@ -79,8 +82,11 @@ def load_quantized_model(folder: str | os.PathLike, dtype: torch.dtype | None = 
                             bias=spec["bias"], input_scale=spec["input_scale"])
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf, shell)
+    if head := section.get("shared_embeddings"):
+        model.set_input_embeddings(QuantEmbedding(model.get_submodule(head), model.get_input_embeddings().padding_idx))
     missing, unexpected = load_safetensors_into(model, str(folder / WEIGHTS_FILE), strict=False)
-    model.tie_weights()
+    if not head:
+        model.tie_weights()
     tied = _tied_names(model)
     missing = [name for name in missing if name not in tied]
     if missing or unexpected:
