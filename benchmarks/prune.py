@@ -48,7 +48,7 @@ src, calib, out, sparsity, pattern = sys.argv[1:6]
 ids = torch.load(calib, weights_only=True)
 model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
 ds = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
-recipe = SparseGPTModifier(sparsity=float(sparsity), mask_structure=pattern, targets=["Linear"], ignore=["lm_head"])
+recipe = SparseGPTModifier(sparsity=float(sparsity), mask_structure=pattern, targets=["Linear"], ignore=["re:.*lm_head"])
 oneshot(model=model, dataset=ds, recipe=recipe, num_calibration_samples=len(ids), max_seq_length=ids.shape[1])
 # dense weights (zeros included) beside the source's config and tokenizer: the folder loads like the source,
 # without compressed-tensors, which lmforge's venv does not have
@@ -185,6 +185,9 @@ def main() -> None:
                 peer, _ = load_model(peer_dir)
                 zeros = sum(int((m.weight == 0).sum()) for m in peer.model.layers.modules() if isinstance(m, torch.nn.Linear))
                 total = sum(m.weight.numel() for m in peer.model.layers.modules() if isinstance(m, torch.nn.Linear))
+                # the tied embeddings must come back dense: llm-compressor prunes lm_head (and so them) unless told
+                # "re:.*lm_head" (a plain "lm_head" does not match the name it gives the head)
+                row["embedding_zero_share"] = float((peer.get_input_embeddings().weight == 0).float().mean())
                 record(f"llm-compressor sparsegpt {pattern}", {**row, "sparsity": zeros / total,
                                                               **evaluate(peer, tokenizer, wikitext, args.windows)})
 
