@@ -50,8 +50,8 @@ def prune_command(
     calib: str = typer.Option("web_articles", help="calibration corpus (named set or path)"),
     samples: int = typer.Option(32, help="calibration samples"),
     seqlen: int = typer.Option(2048, help="calibration sample length in tokens"),
-    sink_share: float = typer.Option(0.1, help="sparsegpt and the structured refit: least share of the Hessian held by each sequence's first token "
-                                               "(the attention sink); 0 = the paper's unweighted Hessian"),
+    sink_share: float = typer.Option(0.1, help="sparsegpt and the structured refit: least share of the Hessian held by "
+                                               "each sequence's first token (the attention sink); 0 = the unweighted Hessian"),
     quantize_bits: int = typer.Option(None, "--quantize-bits", help="then quantize the survivors (RTN, symmetric), e.g. 4"),
     group_size: int = typer.Option(64, help="group size for --quantize-bits"),
     json_out: Path = typer.Option(None, "--json", help="also write the summary as JSON"),
