@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--peer", action="store_true", help="also run llm-compressor's SparseGPT (needs .venv-llmcompressor)")
     parser.add_argument("--peer-patterns", help="patterns for the peer (default: --patterns); each takes ~20 min on 2 cores")
     parser.add_argument("--structured", default="", help="structured settings HEADS:MLP (fractions removed), e.g. 0:0.25,0.34:0.25")
+    parser.add_argument("--no-refit", action="store_true", help="structured: skip the least-squares refit of the survivors")
     parser.add_argument("--out", default="benchmarks/results/prune.json")
     args = parser.parse_args()
     torch.manual_seed(0)
@@ -165,13 +166,14 @@ def main() -> None:
         for heads, mlp in structured:
             smaller = copy.deepcopy(model)
             started = time.perf_counter()
-            summary = structured_prune(smaller, Structured(heads, mlp), calibration)
+            summary = structured_prune(smaller, Structured(heads, mlp, reconstruct=not args.no_refit), calibration)
             row = {"prune_seconds": time.perf_counter() - started, "parameters": summary.parameters_after,
                    "parameter_share": summary.parameters_after / dense_params, "config": summary.config}
             with tempfile.TemporaryDirectory() as work:
                 row.update(saved_and_reloaded(smaller, tokenizer, Path(work), probe))
             row["decode_tokens_per_s"] = decode_speed(smaller, tokenizer)
-            record(f"lmforge structured heads {heads:g} mlp {mlp:g}", {**row, **evaluate(smaller, tokenizer, wikitext, args.windows)})
+            name = f"lmforge structured heads {heads:g} mlp {mlp:g}{' (no refit)' if args.no_refit else ''}"
+            record(name, {**row, **evaluate(smaller, tokenizer, wikitext, args.windows)})
             del smaller
 
     if args.peer:
