@@ -65,10 +65,12 @@ class QuantLinear(nn.Module):
     def codes(self) -> torch.Tensor:
         return unpack(self.qweight, self.bits)
 
-    def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-        """The weight ``Ŵ [out, in]`` as the layer applies it (``input_scale`` not included)."""
-        cols = self.in_features
-        weight = dequantize_codes(self.codes(), expand_groups(self.scales, cols), expand_groups(self.zeros.float(), cols))
+    def dequantize(self, dtype: torch.dtype = torch.float32, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The weight ``Ŵ [out, in]`` as the layer applies it (``input_scale`` not included); only ``rows`` if given."""
+        cols, qweight, scales, zeros = self.in_features, self.qweight, self.scales, self.zeros
+        if rows is not None:
+            qweight, scales, zeros = (t.index_select(0, rows) for t in (qweight, scales, zeros))
+        weight = dequantize_codes(unpack(qweight, self.bits), expand_groups(scales, cols), expand_groups(zeros.float(), cols))
         return weight.to(dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -103,11 +105,8 @@ class QuantEmbedding(nn.Module):
         self.padding_idx = padding_idx
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        head, flat = self.head, input_ids.reshape(-1)
-        codes = unpack(head.qweight.index_select(0, flat), head.bits)
-        rows = dequantize_codes(codes, expand_groups(head.scales.index_select(0, flat), head.in_features),
-                                expand_groups(head.zeros.index_select(0, flat).float(), head.in_features))
-        return rows.reshape(*input_ids.shape, head.in_features)
+        rows = self.head.dequantize(self.head.scales.dtype, rows=input_ids.reshape(-1))
+        return rows.reshape(*input_ids.shape, self.embedding_dim)
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, shares the packed table of the output head ({self.head.bits}-bit)"
