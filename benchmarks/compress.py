@@ -82,7 +82,7 @@ def disk_bytes(folder: Path) -> int:
 def child(setting: str, calib_file: Path, work: Path, windows: int, speed_tokens: int) -> dict:
     """One setting in this process: quantize (timed), save, score; returns its row."""
     from lmforge.compress import AWQ, GPTQ, RTN, quantize, save_quantized
-    from lmforge.compress.compare import quantized_part_ram
+    from lmforge.workflows.compress import quantized_part_ram
     from lmforge.data import load_corpus
     from lmforge.evaluate import perplexity, speed
     from lmforge.models import load_model, tensor_bytes, zoo_path

@@ -18,8 +18,8 @@ import copy
 import torch
 
 from lmforge.cli.common import console, print_table, save_json
-from lmforge.compress.prune import Wanda, prune
-from lmforge.compress.structured import Structured, structured_prune
+from lmforge.compress.pruning import Wanda, prune
+from lmforge.compress.pruning.structured import Structured, structured_prune
 from lmforge.data import calibration_batches, load_corpus
 from lmforge.evaluate import perplexity
 from lmforge.models import load_model

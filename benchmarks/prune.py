@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 from lmforge.cli.common import console, print_table, save_json
-from lmforge.compress.prune import Magnitude, SparseGPT, Wanda, prune
-from lmforge.compress.structured import Structured, structured_prune
+from lmforge.compress.pruning import Magnitude, SparseGPT, Wanda, prune
+from lmforge.compress.pruning.structured import Structured, structured_prune
 from lmforge.data import calibration_batches, load_corpus
 from lmforge.evaluate import perplexity, speed
 from lmforge.models import load_model, save_model

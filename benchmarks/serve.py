@@ -148,8 +148,8 @@ def main() -> None:
     variants = [("fp32", lambda m: m)]
     if not args.no_int4:
         try:
-            from lmforge.compress.config import RTN
-            from lmforge.compress.quantize import quantize
+            from lmforge.compress.quantization.config import RTN
+            from lmforge.compress.quantization.driver import quantize
 
             variants.append(("int4 g64", lambda m: (quantize(m, RTN(bits=4, group_size=64)), m)[1]))
         except ImportError:

@@ -3,7 +3,7 @@ import random
 import pytest
 import torch
 
-from lmforge.compress.sparsegpt import single_thread
+from lmforge.compress.pruning.sparsegpt import single_thread
 from lmforge.models import tiny_model_and_tokenizer
 
 NOUNS = ["farmer", "teacher", "river", "engine", "garden", "doctor", "window", "market", "pilot", "forest"]

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lmforge.compress import AWQ, RTN, quantize
-from lmforge.compress.export import export_compressed_tensors, pack_int32
+from lmforge.compress.export.compressed_tensors import export_compressed_tensors, pack_int32
 from lmforge.errors import LmforgeError
 from lmforge.models import tiny_model_and_tokenizer
 

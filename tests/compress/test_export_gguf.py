@@ -7,8 +7,8 @@ from typer.testing import CliRunner
 
 from lmforge.cli.main import app
 from lmforge.compress import AWQ, RTN, QuantLinear, export_gguf, quantize
-from lmforge.compress.export_gguf import pre_tokenizer_name
-from lmforge.compress.rtn import expand_groups
+from lmforge.compress.export.gguf import pre_tokenizer_name
+from lmforge.compress.grid import expand_groups
 from lmforge.errors import LmforgeError
 from lmforge.models import load_model, tiny_model_and_tokenizer
 

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from lmforge.compress.gptq import gptq, inverse_hessian_factor
-from lmforge.compress.rtn import rtn
+from lmforge.compress.quantization.gptq import gptq, inverse_hessian_factor
+from lmforge.compress.quantization.rtn import rtn
 from lmforge.errors import LmforgeError
 
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from lmforge.compress.packing import pack, storage_bits, unpack
+from lmforge.compress.storage.packing import pack, storage_bits, unpack
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])

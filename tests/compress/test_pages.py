@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmforge.compress import RTN, quantize
-from lmforge.compress.pages import release_file_pages
+from lmforge.compress.storage.pages import release_file_pages
 from lmforge.models import load_model
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="madvise on /proc/self/maps is Linux only")

@@ -5,10 +5,10 @@ import itertools
 import pytest
 import torch
 
-from lmforge.compress.magnitude import magnitude_mask
-from lmforge.compress.masks import NM, nm_mask, parse_pattern, row_topk_mask, satisfies_nm
-from lmforge.compress.sparsegpt import sparsegpt_prune
-from lmforge.compress.wanda import wanda_mask
+from lmforge.compress.pruning.magnitude import magnitude_mask
+from lmforge.compress.pruning.masks import NM, nm_mask, parse_pattern, row_topk_mask, satisfies_nm
+from lmforge.compress.pruning.sparsegpt import sparsegpt_prune
+from lmforge.compress.pruning.wanda import wanda_mask
 from lmforge.errors import LmforgeError
 
 

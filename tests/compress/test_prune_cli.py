@@ -14,7 +14,7 @@ def invoke(*args):
 
 
 def test_prune_writes_a_compact_sparse_model(tiny_folder, tmp_path):
-    from lmforge.compress.sparse_storage import load_sparse
+    from lmforge.compress.storage.sparse import load_sparse
 
     out = tmp_path / "pruned"
     result = invoke("prune", tiny_folder, "--method", "magnitude", "--sparsity", 0.5, "-o", out, "--json", tmp_path / "s.json")
@@ -57,7 +57,7 @@ def test_optimize_finds_the_front_caches_and_explains_an_impossible_budget(tiny_
 
 
 def test_recipe_grid_names_and_shares_only_quantized_heads():
-    from lmforge.compress.optimize import recipe_grid
+    from lmforge.workflows.optimize import recipe_grid
 
     keys = [r.key for r in recipe_grid(["rtn"], [4], [64], [0.0, 0.5], ["unstructured"], "wanda", [None, 8], True)]
     assert keys == ["dense", "rtn-w4-g64", "rtn-w4-g64+head8-shared",

@@ -5,9 +5,9 @@ import copy
 import pytest
 import torch
 
-from lmforge.compress.masks import satisfies_nm, NM
-from lmforge.compress.prune import Magnitude, SparseGPT, Wanda, prune
-from lmforge.compress.wanda import wanda_mask
+from lmforge.compress.pruning.masks import satisfies_nm, NM
+from lmforge.compress.pruning import Magnitude, SparseGPT, Wanda, prune
+from lmforge.compress.pruning.wanda import wanda_mask
 from lmforge.errors import LmforgeError
 from lmforge.models import tiny_llama
 
@@ -83,8 +83,8 @@ def test_bad_configs_are_user_errors(model_and_calibration):
 @pytest.mark.parametrize("quant", ["rtn", "gptq"])
 def test_prune_then_quantize_keeps_pruned_weights_exactly_zero(model_and_calibration, quant):
     from lmforge.compress import GPTQ, RTN
-    from lmforge.compress.prune import prune_then_quantize
-    from lmforge.compress.qlinear import QuantLinear
+    from lmforge.compress.pruning import prune_then_quantize
+    from lmforge.compress.storage.qlinear import QuantLinear
 
     model, calibration = model_and_calibration
     pruned = copy.deepcopy(model)

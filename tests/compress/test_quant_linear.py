@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from lmforge.compress import kernels
-from lmforge.compress.qlinear import KERNEL_MAX_ROWS, QuantLinear
-from lmforge.compress.rtn import rtn
+from lmforge.compress.storage import kernels
+from lmforge.compress.storage.qlinear import KERNEL_MAX_ROWS, QuantLinear
+from lmforge.compress.quantization.rtn import rtn
 
 
 @pytest.mark.parametrize("bits,group_size,symmetric", [(4, 64, True), (4, 32, False), (8, None, True), (8, 64, False),

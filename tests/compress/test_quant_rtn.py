@@ -3,7 +3,7 @@ import itertools
 import pytest
 import torch
 
-from lmforge.compress.rtn import rtn
+from lmforge.compress.quantization.rtn import rtn
 
 
 def brute_force(weight, bits, group_size, symmetric):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from lmforge.compress import AWQ, GPTQ, RTN, QuantLinear, quantize, save_quantized
-from lmforge.compress.rtn import rtn
+from lmforge.compress.quantization.rtn import rtn
 from lmforge.errors import LmforgeError
 from lmforge.models import load_model, tensor_bytes, tiny_llama, tiny_model_and_tokenizer, tiny_tokenizer
 
@@ -81,7 +81,7 @@ def test_save_and_reload_without_requantizing(tmp_path):
 
 
 def test_lm_head_bits_quantizes_a_tied_head_and_keeps_the_embeddings(tmp_path):
-    from lmforge.compress.serialize import load_quantized_model
+    from lmforge.compress.storage.serialize import load_quantized_model
 
     model = tiny_llama(layers=2, hidden_size=128, intermediate_size=256, vocab_size=512, tie_word_embeddings=True)
     embeddings = model.model.embed_tokens.weight.detach().clone()
@@ -115,10 +115,10 @@ def test_lm_head_bits_quantizes_a_tied_head_and_keeps_the_embeddings(tmp_path):
 
 @pytest.mark.parametrize("head_bits", [8, 4])
 def test_shared_embeddings_read_the_quantized_head_and_survive_save_and_reload(tmp_path, head_bits):
-    from lmforge.compress.export import export_compressed_tensors
-    from lmforge.compress.qlinear import QuantEmbedding
-    from lmforge.compress.serialize import load_quantized_model
-    from lmforge.compress.sparse_storage import storage_bytes
+    from lmforge.compress.export.compressed_tensors import export_compressed_tensors
+    from lmforge.compress.storage.qlinear import QuantEmbedding
+    from lmforge.compress.storage.serialize import load_quantized_model
+    from lmforge.compress.storage.sparse import storage_bytes
 
     model = tiny_llama(layers=2, hidden_size=128, intermediate_size=256, vocab_size=512, tie_word_embeddings=True)
     embeddings = model.model.embed_tokens.weight.detach().clone()

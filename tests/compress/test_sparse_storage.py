@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from lmforge.compress.prune import Magnitude, prune
-from lmforge.compress.sparse_storage import load_sparse, pack_bitmask, packing_saves_bytes, save_sparse, to_semi_structured, unpack_bitmask
+from lmforge.compress.pruning import Magnitude, prune
+from lmforge.compress.storage.sparse import load_sparse, pack_bitmask, packing_saves_bytes, save_sparse, to_semi_structured, unpack_bitmask
 from lmforge.errors import LmforgeError
 from lmforge.models import tiny_model_and_tokenizer
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM
 
-from lmforge.compress.structured import Structured, keep_heads_per_group, refit_kept_columns, structured_prune
+from lmforge.compress.pruning.structured import Structured, keep_heads_per_group, refit_kept_columns, structured_prune
 from lmforge.errors import LmforgeError
 from lmforge.models import tiny_llama
 

@@ -1,6 +1,6 @@
 import pytest
 
-from lmforge.compress.sparsegpt import single_thread
+from lmforge.compress.pruning.sparsegpt import single_thread
 
 
 @pytest.fixture(scope="module", autouse=True)

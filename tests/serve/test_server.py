@@ -209,9 +209,9 @@ def test_without_screens_streaming_is_not_held_back(tiny):
 
 
 def test_a_saved_int4_model_loads_and_serves_like_its_own_generate(tmp_path):
-    compress = pytest.importorskip("lmforge.compress.quantize")
-    from lmforge.compress.config import RTN
-    from lmforge.compress.serialize import save_quantized
+    compress = pytest.importorskip("lmforge.compress.quantization.driver")
+    from lmforge.compress.quantization.config import RTN
+    from lmforge.compress.storage.serialize import save_quantized
     from lmforge.models import load_model, tiny_model_and_tokenizer
 
     model, tokenizer = tiny_model_and_tokenizer(seed=5)

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from lmforge.compress.prune import Magnitude, prune
+from lmforge.compress.pruning import Magnitude, prune
 from lmforge.data import corpus_from_texts
 from lmforge.errors import LmforgeError
 from lmforge.models import tiny_llama, tiny_model_and_tokenizer

@@ -7,7 +7,7 @@ from typing import Any
 import typer
 
 from lmforge.cli.common import console, human_bytes, print_table, progress_bar, save_json
-from lmforge.compress.config import METHODS
+from lmforge.compress.quantization.config import METHODS
 from lmforge.errors import LmforgeError
 from lmforge.runs import record_run
 
@@ -65,9 +65,9 @@ def compress_command(
     json_out: str = typer.Option(None, "--json", help="also write the comparison as JSON"),
 ) -> None:
     """Quantize a model (RTN, GPTQ or activation-aware), save it packed, and print before/after."""
-    from lmforge.compress.compare import compress_and_compare
-    from lmforge.compress.export import export_compressed_tensors
-    from lmforge.compress.export_gguf import export_gguf, ggml_type
+    from lmforge.workflows.compress import compress_and_compare
+    from lmforge.compress.export.compressed_tensors import export_compressed_tensors
+    from lmforge.compress.export.gguf import export_gguf, ggml_type
     from lmforge.models import load_model
 
     if method not in METHODS:

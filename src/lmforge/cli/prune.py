@@ -57,9 +57,9 @@ def prune_command(
     json_out: Path = typer.Option(None, "--json", help="also write the summary as JSON"),
 ) -> None:
     """Prune a model (unstructured, N:M or structured) and save it; sparse weights are stored as bitmask + values."""
-    from lmforge.compress.prune import prune, prune_config, prune_then_quantize
-    from lmforge.compress.sparse_storage import save_sparse
-    from lmforge.compress.structured import Structured, structured_prune
+    from lmforge.compress import config_from_dict, prune, prune_then_quantize
+    from lmforge.compress.storage.sparse import save_sparse
+    from lmforge.compress.pruning.structured import Structured, structured_prune
     from lmforge.models import load_model, save_model
 
     extra = {"sink_share": sink_share} if method in {"sparsegpt", "structured"} else {}
@@ -69,7 +69,7 @@ def prune_command(
     if method == "structured":
         config = Structured(heads, mlp, reconstruct, **extra)
     else:
-        config = prune_config(method, sparsity=sparsity, pattern=pattern, **extra)
+        config = config_from_dict({"method": method, "sparsity": sparsity, "pattern": pattern, **extra})
     with record_run("prune", config=settings, inputs={"model": model}) as run:
         loaded, tokenizer = load_model(model)
         calibration = None if method == "magnitude" else _calibration(tokenizer, calib, samples, seqlen)
@@ -78,7 +78,7 @@ def prune_command(
             if method == "structured":
                 summary = structured_prune(loaded, config, calibration, progress=advance).to_dict()
             elif quantize_bits:
-                from lmforge.compress.config import RTN
+                from lmforge.compress.quantization.config import RTN
 
                 summary = prune_then_quantize(loaded, config, RTN(bits=quantize_bits, group_size=group_size), calibration)
             else:
@@ -87,7 +87,7 @@ def prune_command(
         if method == "structured":
             save_model(loaded, tokenizer, out, metadata)
         elif quantize_bits:
-            from lmforge.compress.serialize import save_quantized
+            from lmforge.compress.storage.serialize import save_quantized
 
             save_quantized(loaded, tokenizer, out, metadata=metadata)
         else:
@@ -115,7 +115,7 @@ def distill_command(
     json_out: Path = typer.Option(None, "--json"),
 ) -> None:
     """Distill a teacher into a student (KL at temperature T; optional hidden-state loss); pruned zeros stay zero."""
-    from lmforge.compress.sparse_storage import SPARSE_FILE, load_sparse, save_sparse
+    from lmforge.compress.storage.sparse import SPARSE_FILE, load_sparse, save_sparse
     from lmforge.data import load_corpus
     from lmforge.models import load_model
     from lmforge.train.distill import DistillConfig, distill
@@ -161,7 +161,7 @@ def optimize_command(
     json_out: Path = typer.Option(None, "--json"),
 ) -> None:
     """Measure a grid of compression recipes on this machine, print the Pareto front, pick the best fit."""
-    from lmforge.compress.optimize import Budget, apply_recipe, parse_fraction, plot_front, recipe_grid, search
+    from lmforge.workflows.optimize import Budget, apply_recipe, parse_fraction, plot_front, recipe_grid, search
     from lmforge.data import load_corpus
     from lmforge.models import load_model
     from lmforge.runs import content_hash
@@ -205,9 +205,9 @@ def optimize_command(
 
 
 def _write_recipe_model(model, tokenizer, recipe, calibration, out: Path, apply_recipe) -> None:
-    from lmforge.compress.quantize import is_quantized
-    from lmforge.compress.serialize import save_quantized
-    from lmforge.compress.sparse_storage import save_sparse
+    from lmforge.compress.quantization.driver import is_quantized
+    from lmforge.compress.storage.serialize import save_quantized
+    from lmforge.compress.storage.sparse import save_sparse
     from lmforge.models import save_model
 
     metadata = {"recipe": recipe.key}

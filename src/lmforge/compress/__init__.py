@@ -1,30 +1,42 @@
-"""Compression: quantization (RTN, GPTQ, activation-aware) and pruning, layer by layer, with packed storage."""
+"""Compression, by kind: ``quantization`` (RTN, GPTQ, activation-aware), ``pruning`` (magnitude, Wanda, SparseGPT,
+2:4, structured), ``storage`` (packed low-bit linears, bitmask sparse weights, save/reload) and ``export``
+(compressed-tensors, GGUF). One verb per family — ``quantize(model, config)``, ``prune(model, config)`` — each
+dispatching on the config's type; every config can be built from a dict with ``config_from_dict``."""
 
+from lmforge.compress.export import export_compressed_tensors, export_gguf
+from lmforge.compress.pruning import (
+    Magnitude,
+    PruneConfig,
+    PruneResult,
+    SparseGPT,
+    Structured,
+    StructuredResult,
+    Wanda,
+    prune,
+    prune_then_quantize,
+    structured_prune,
+)
+from lmforge.compress.quantization import AWQ, GPTQ, RTN, QuantConfig, QuantReport, is_quantized, quantize
+from lmforge.compress.recipes import config_from_dict
 from lmforge.compress.sequential import decoder_layers, layerwise, linear_groups, linear_input_stats
-from lmforge.compress.config import AWQ, GPTQ, RTN, QuantConfig
-from lmforge.compress.qlinear import QuantLinear
-from lmforge.compress.quantize import QuantReport, is_quantized, quantize
-from lmforge.compress.serialize import save_quantized
-from lmforge.compress.prune import Magnitude, PruneResult, SparseGPT, Wanda, prune, prune_then_quantize
-from lmforge.compress.structured import Structured, structured_prune
-from lmforge.compress.sparse_storage import load_sparse, save_sparse
-from lmforge.compress.compare import compress_and_compare
-from lmforge.compress.export import export_compressed_tensors
-from lmforge.compress.export_gguf import export_gguf
+from lmforge.compress.storage import QuantEmbedding, QuantLinear, load_quantized_model, load_sparse, save_quantized, save_sparse
 
 __all__ = [
     "AWQ",
     "GPTQ",
     "Magnitude",
+    "PruneConfig",
     "PruneResult",
     "QuantConfig",
+    "QuantEmbedding",
     "QuantLinear",
     "QuantReport",
     "RTN",
     "SparseGPT",
     "Structured",
+    "StructuredResult",
     "Wanda",
-    "compress_and_compare",
+    "config_from_dict",
     "decoder_layers",
     "export_compressed_tensors",
     "export_gguf",
@@ -32,6 +44,7 @@ __all__ = [
     "layerwise",
     "linear_groups",
     "linear_input_stats",
+    "load_quantized_model",
     "load_sparse",
     "prune",
     "prune_then_quantize",

@@ -19,7 +19,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -63,6 +63,16 @@ def check_safetensors(path: Path) -> None:
         raise LmforgeError(f"{path} is truncated or damaged ({exc}); re-save or download the model again") from None
 
 
+# Loaders of lmforge's own compressed folders, each with the test on lmforge.json that picks it. The packages that
+# write those folders (compress.storage) register them when imported, so this base layer never imports them.
+ARTIFACT_LOADERS: list[tuple[Callable[[dict], bool], Callable[[Path, torch.dtype | None], torch.nn.Module]]] = []
+
+
+def register_artifact_loader(matches: Callable[[dict], bool], load: Callable[[Path, torch.dtype | None], torch.nn.Module]) -> None:
+    """Let ``load_model`` open folders whose lmforge.json satisfies ``matches`` with ``load(folder, dtype)``."""
+    ARTIFACT_LOADERS.append((matches, load))
+
+
 def _load_hf_folder(folder: Path, dtype: torch.dtype | None, trust_remote_code: bool, device: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -72,14 +82,9 @@ def _load_hf_folder(folder: Path, dtype: torch.dtype | None, trust_remote_code: 
         check_safetensors(weights)
     try:
         metadata = read_metadata(folder)
-        if "quantization" in metadata:  # packed low-bit weights saved by lmforge.compress
-            from lmforge.compress.serialize import load_quantized_model
-
-            model = load_quantized_model(folder, dtype)
-        elif metadata.get("storage") == "bitmask":  # sparse weights stored as bitmask + values
-            from lmforge.compress.sparse_storage import load_sparse
-
-            model = load_sparse(folder)[0].to(dtype or torch.float32)
+        loader = next((load for matches, load in ARTIFACT_LOADERS if matches(metadata)), None)
+        if loader is not None:  # a folder of lmforge's own compressed weights (packed low-bit, bitmask sparse)
+            model = loader(folder, dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(
                 folder, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, local_files_only=True

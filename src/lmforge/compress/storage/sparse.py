@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from lmforge.compress.masks import NM, satisfies_nm
+from lmforge.compress.pruning.masks import NM, satisfies_nm
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_dir
 

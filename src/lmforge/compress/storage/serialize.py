@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_model as load_safetensors_into
 from safetensors.torch import save_model as save_safetensors_from
 
-from lmforge.compress.qlinear import QuantEmbedding, QuantLinear
+from lmforge.compress.storage.qlinear import QuantEmbedding, QuantLinear
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_dir, write_json
 from lmforge.models.loading import METADATA_FILE, read_metadata

@@ -18,7 +18,7 @@ import logging
 
 import torch
 
-from lmforge.compress.rtn import dequantize_codes, grid, group_grid, quantize_codes
+from lmforge.compress.grid import dequantize_codes, grid, group_grid, quantize_codes
 from lmforge.errors import LmforgeError
 
 log = logging.getLogger(__name__)

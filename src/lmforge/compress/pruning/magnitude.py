@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from lmforge.compress.masks import NM, score_mask
+from lmforge.compress.pruning.masks import NM, score_mask
 
 
 def magnitude_mask(weight: torch.Tensor, sparsity: float, pattern: NM | None = None) -> torch.Tensor:

@@ -16,12 +16,12 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from lmforge.compress.awq import search_scales
-from lmforge.compress.config import AWQ, GPTQ, QuantConfig
-from lmforge.compress.gptq import gptq
-from lmforge.compress.pages import release_file_pages
-from lmforge.compress.qlinear import QuantEmbedding, QuantLinear
-from lmforge.compress.rtn import rtn
+from lmforge.compress.quantization.awq import search_scales
+from lmforge.compress.quantization.config import AWQ, GPTQ, QuantConfig
+from lmforge.compress.quantization.gptq import gptq
+from lmforge.compress.storage.pages import release_file_pages
+from lmforge.compress.storage.qlinear import QuantEmbedding, QuantLinear
+from lmforge.compress.quantization.rtn import rtn
 from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, linear_groups, linear_input_stats
 from lmforge.errors import LmforgeError
 

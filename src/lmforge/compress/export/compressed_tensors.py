@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from lmforge.compress.qlinear import QuantEmbedding, QuantLinear
+from lmforge.compress.storage.qlinear import QuantEmbedding, QuantLinear
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_dir
 

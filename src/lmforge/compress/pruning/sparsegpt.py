@@ -15,7 +15,7 @@ import contextlib
 
 import torch
 
-from lmforge.compress.masks import NM, check_sparsity, prune_lowest_per_row
+from lmforge.compress.pruning.masks import NM, check_sparsity, prune_lowest_per_row
 from lmforge.errors import LmforgeError
 
 

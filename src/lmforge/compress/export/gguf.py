@@ -31,8 +31,8 @@ import numpy as np
 import torch
 from gguf import GGMLQuantizationType, TokenType
 
-from lmforge.compress.export import quantized_linears, unquantized_tensors
-from lmforge.compress.qlinear import QuantLinear
+from lmforge.compress.export.compressed_tensors import quantized_linears, unquantized_tensors
+from lmforge.compress.storage.qlinear import QuantLinear
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_path
 from lmforge.models.gguf_source import read_gguf

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lmforge.compress import kernels
-from lmforge.compress.packing import pack, storage_bits, unpack
-from lmforge.compress.rtn import dequantize_codes, expand_groups
+from lmforge.compress.storage import kernels
+from lmforge.compress.storage.packing import pack, storage_bits, unpack
+from lmforge.compress.grid import dequantize_codes, expand_groups
 
 # Up to this many rows the packed kernel beats dequantize + dense matmul on CPU.
 KERNEL_MAX_ROWS = 16

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from lmforge.compress.masks import NM, score_mask
+from lmforge.compress.pruning.masks import NM, score_mask
 
 
 def wanda_scores(weight: torch.Tensor, input_sq_norms: torch.Tensor) -> torch.Tensor:

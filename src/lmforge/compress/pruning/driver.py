@@ -8,104 +8,20 @@ before it (``compress.sequential``), so errors do not compound unnoticed.
 
 from __future__ import annotations
 
-import fnmatch
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from lmforge.compress.magnitude import magnitude_mask
-from lmforge.compress.masks import NM, check_sparsity, parse_pattern, sparsity_of
+from lmforge.compress.pruning.config import Magnitude, PruneConfig, SparseGPT, Wanda
+from lmforge.compress.pruning.magnitude import magnitude_mask
+from lmforge.compress.pruning.masks import NM, sparsity_of
 from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, linear_input_stats
-from lmforge.compress.sparsegpt import sparsegpt_prune
-from lmforge.compress.wanda import wanda_mask
+from lmforge.compress.pruning.sparsegpt import sparsegpt_prune
+from lmforge.compress.pruning.wanda import wanda_mask
 from lmforge.errors import LmforgeError
-
-
-@dataclass
-class _PruneConfig:
-    """Shared fields. ``sparsity`` is the fraction of weights set to zero in every pruned row.
-
-    ``pattern``: ``"unstructured"`` or ``"N:M"`` (``"2:4"`` zeroes 2 of every 4; sparsity then is N/M).
-    ``overrides``: ``{glob: sparsity}`` matched against linear names such as
-    ``model.layers.0.self_attn.q_proj`` (first match wins), for unstructured pruning.
-    ``skip``: globs of linears to leave dense (lm_head and embeddings are never pruned).
-    """
-
-    sparsity: float = 0.5
-    pattern: str = "unstructured"
-    overrides: dict[str, float] = field(default_factory=dict)
-    skip: tuple[str, ...] = ()
-
-    method = "base"
-
-    def __post_init__(self) -> None:
-        self.nm = parse_pattern(self.pattern)
-        self.pattern = str(self.nm) if self.nm else "unstructured"
-        if self.nm is not None:
-            self.sparsity = self.nm.sparsity
-            if self.overrides:
-                raise LmforgeError(f"per-layer sparsity overrides need unstructured pruning; {self.pattern} fixes the sparsity")
-        check_sparsity(self.sparsity)
-        for glob, value in self.overrides.items():
-            check_sparsity(value, f"override sparsity for '{glob}'")
-
-    def sparsity_for(self, name: str) -> float | None:
-        """The sparsity of linear ``name``, or None when it is skipped."""
-        if any(fnmatch.fnmatchcase(name, glob) for glob in self.skip):
-            return None
-        for glob, value in self.overrides.items():
-            if fnmatch.fnmatchcase(name, glob):
-                return value
-        return self.sparsity
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"method": self.method, **{k: v for k, v in asdict(self).items()}}
-
-
-@dataclass
-class Magnitude(_PruneConfig):
-    """Smallest |W| per row; needs no calibration data."""
-
-    method = "magnitude"
-
-
-@dataclass
-class Wanda(_PruneConfig):
-    """Smallest |W|·‖X‖₂ per row (Sun et al., 2023)."""
-
-    method = "wanda"
-
-
-@dataclass
-class SparseGPT(_PruneConfig):
-    """OBS pruning with weight updates (Frantar & Alistarh, 2023); ``damp`` is relative to mean(diag H);
-    ``sink_share`` as in ``GPTQ`` (the first token's least share of the Hessian; 0: unweighted)."""
-
-    block_size: int = 128
-    damp: float = 0.01
-    sink_share: float = 0.1
-
-    method = "sparsegpt"
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.block_size < 1 or self.damp <= 0 or not 0 <= self.sink_share < 1:
-            raise LmforgeError(f"SparseGPT needs block_size ≥ 1, damp > 0 and sink_share in [0, 1) "
-                               f"(got {self.block_size}, {self.damp}, {self.sink_share})")
-
-
-PruneConfig = Magnitude | Wanda | SparseGPT
-METHODS: dict[str, type[_PruneConfig]] = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": SparseGPT}
-
-
-def prune_config(method: str, **kwargs) -> PruneConfig:
-    """A config by method name (``magnitude``, ``wanda``, ``sparsegpt``), for the CLI and recipes."""
-    if method not in METHODS:
-        raise LmforgeError(f"unknown pruning method '{method}': use one of {', '.join(METHODS)}")
-    return METHODS[method](**kwargs)
 
 
 @dataclass
@@ -203,9 +119,9 @@ def prune_then_quantize(
     to it already; GPTQ/AWQ move pruned weights while compensating errors, so their codes at
     pruned positions are set back to the zero point (``resnapped`` counts them).
     """
-    from lmforge.compress.packing import pack
-    from lmforge.compress.qlinear import QuantLinear
-    from lmforge.compress.quantize import quantize
+    from lmforge.compress.storage.packing import pack
+    from lmforge.compress.storage.qlinear import QuantLinear
+    from lmforge.compress.quantization.driver import quantize
 
     pruned = prune(model, prune_config, calibration, batch_size=batch_size)
     masks = {name: module.weight != 0 for name, module in model.named_modules() if name in pruned.linears}

@@ -33,28 +33,8 @@ import torch
 from torch import nn
 
 from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, linear_input_stats
+from lmforge.compress.pruning.config import Structured
 from lmforge.errors import LmforgeError
-
-
-@dataclass
-class Structured:
-    """Fractions of query heads (per key/value group) and of MLP channels to remove in every layer."""
-
-    head_fraction: float = 0.0
-    mlp_fraction: float = 0.25
-    reconstruct: bool = True  # refit the kept o_proj/down_proj columns by least squares
-    damp: float = 0.01  # of the mean Hessian diagonal, added before the refit's solve
-    sink_share: float = 0.1  # least share of the Hessian held by each sequence's first token (as SparseGPT)
-
-    def __post_init__(self) -> None:
-        for name in ("head_fraction", "mlp_fraction"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 1.0:
-                raise LmforgeError(f"{name} must be in [0, 1) (the share of heads/channels to remove); got {value}")
-        if not 0.0 <= self.sink_share < 1.0:
-            raise LmforgeError(f"sink_share must be in [0, 1) (the first token's least share of the Hessian); got {self.sink_share}")
-        if self.damp < 0:
-            raise LmforgeError(f"damp must be ≥ 0 (a fraction of the mean Hessian diagonal); got {self.damp}")
 
 
 @dataclass

@@ -13,10 +13,10 @@ from typing import Any, Callable
 
 import torch
 
-from lmforge.compress.config import QuantConfig
-from lmforge.compress.qlinear import QuantLinear
-from lmforge.compress.quantize import is_quantized, plan, quantize
-from lmforge.compress.serialize import save_quantized
+from lmforge.compress.quantization.config import QuantConfig
+from lmforge.compress.storage.qlinear import QuantLinear
+from lmforge.compress.quantization.driver import is_quantized, plan, quantize
+from lmforge.compress.storage.serialize import save_quantized
 from lmforge.errors import LmforgeError
 
 

@@ -1,4 +1,5 @@
-"""Round-to-nearest quantization on a uniform grid, per output channel or per group of input columns.
+"""The uniform quantization grid, per output channel or per group of input columns, shared by every method and
+by the packed storage.
 
 The grid of a group: ``w ≈ (q - z) · s`` with integer codes ``q ∈ [0, 2**bits - 1]``.
 Asymmetric: the range ``[min(w, 0), max(w, 0)]`` spans the codes, ``z`` is the rounded
@@ -52,12 +53,3 @@ def group_grid(weight: torch.Tensor, bits: int, group_size: int | None, symmetri
 def expand_groups(per_group: torch.Tensor, cols: int) -> torch.Tensor:
     """``[rows, groups]`` → ``[rows, cols]``, each group's value repeated over its columns."""
     return per_group.repeat_interleave(cols // per_group.shape[1], dim=1)
-
-
-def rtn(weight: torch.Tensor, bits: int, group_size: int | None = None, symmetric: bool = True):
-    """Round-to-nearest: ``(codes [rows, cols] uint8, scale [rows, groups], zero [rows, groups])``."""
-    weight = weight if weight.dtype == torch.float64 else weight.float()
-    scale, zero = group_grid(weight, bits, group_size, symmetric)
-    cols = weight.shape[1]
-    codes = quantize_codes(weight, expand_groups(scale, cols), expand_groups(zero, cols), bits)
-    return codes.to(torch.uint8), scale, zero

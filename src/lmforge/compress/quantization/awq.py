@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from lmforge.compress.rtn import dequantize_codes, expand_groups, rtn
+from lmforge.compress.grid import dequantize_codes, expand_groups
+from lmforge.compress.quantization.rtn import rtn
 
 
 def rtn_dequantized(weight: torch.Tensor, bits: int, group_size: int | None, symmetric: bool) -> torch.Tensor:

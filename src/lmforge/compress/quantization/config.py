@@ -112,11 +112,3 @@ class AWQ(QuantConfig):
 
 
 METHODS: dict[str, type[QuantConfig]] = {cls.method: cls for cls in (RTN, GPTQ, AWQ)}
-
-
-def config_from_dict(data: dict[str, Any]) -> QuantConfig:
-    data = dict(data)
-    method = data.pop("method", None)
-    if method not in METHODS:
-        raise LmforgeError(f"unknown quantization method '{method}'; known: {', '.join(METHODS)}")
-    return METHODS[method](**data)

@@ -26,8 +26,8 @@ from typing import Any, Callable
 
 import torch
 
-from lmforge.compress.masks import parse_pattern
-from lmforge.compress.sparse_storage import storage_bytes
+from lmforge.compress.pruning.masks import parse_pattern
+from lmforge.compress.storage.sparse import storage_bytes
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_path, write_json
 from lmforge.paths import cache_dir
@@ -168,13 +168,13 @@ def recipe_grid(
 
 def apply_recipe(model, recipe: Recipe, calibration: torch.Tensor | None) -> None:
     """Prune then quantize ``model`` in place as ``recipe`` says."""
-    from lmforge.compress.config import AWQ, GPTQ, RTN
-    from lmforge.compress.prune import prune, prune_config, prune_then_quantize
+    from lmforge.compress.quantization.config import AWQ, GPTQ, RTN
+    from lmforge.compress import config_from_dict, prune, prune_then_quantize
 
     quant_configs = {"rtn": RTN, "gptq": GPTQ, "awq": AWQ}
     if recipe.quant not in {"none", *quant_configs}:
         raise LmforgeError(f"unknown quantization method '{recipe.quant}': use none, rtn, gptq or awq")
-    pruning = prune_config(recipe.prune_method, sparsity=recipe.sparsity, pattern=recipe.pattern) if recipe.sparsity else None
+    pruning = config_from_dict({"method": recipe.prune_method, "sparsity": recipe.sparsity, "pattern": recipe.pattern}) if recipe.sparsity else None
     quant = (quant_configs[recipe.quant](bits=recipe.bits, group_size=recipe.group_size, lm_head_bits=recipe.head_bits,
                                          share_embeddings=recipe.shared_embeddings)
              if recipe.quant != "none" else None)
@@ -183,7 +183,7 @@ def apply_recipe(model, recipe: Recipe, calibration: torch.Tensor | None) -> Non
     elif pruning:
         prune(model, pruning, calibration)
     elif quant:
-        from lmforge.compress.quantize import quantize
+        from lmforge.compress.quantization.driver import quantize
 
         quantize(model, quant, calibration)
 
