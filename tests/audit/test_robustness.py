@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lmforge.audit import compare_robustness, perturb_document, robustness
+from lmforge.audit import compare_robustness, perturb_document
+from lmforge.workflows.audit import robustness
 from lmforge.audit.robustness import NEIGHBOURS, contractions, extra_spaces, lowercase, typos, worst_case
 from lmforge.errors import LmforgeError
 from lmforge.models import tiny_model_and_tokenizer

@@ -3,9 +3,10 @@ import json
 import pytest
 
 from lmforge.errors import LmforgeError
-from lmforge.scaling import Rung, fit_ladder, ladder_model, parse_size, plot_ladder
+from lmforge.scaling import Rung, fit_ladder, parse_size, plot_ladder
 from lmforge.scaling.fit import ScalingLaw
 from lmforge.train import ModelConfig
+from lmforge.workflows.scale import ladder_model
 
 LAW = ScalingLaw(E=2.0, A=60.0, B=300.0, alpha=0.35, beta=0.4)
 

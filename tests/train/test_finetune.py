@@ -7,6 +7,7 @@ import torch
 from lmforge.errors import LmforgeError
 from lmforge.models import tiny_model_and_tokenizer
 from lmforge.train.finetune import IGNORE, FinetuneConfig, arc_easy_instructions, encode_instruction, finetune
+from lmforge.workflows.finetune import out_of_domain_loss
 
 CHAT = ("{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"
         "{% if add_generation_prompt %}<|assistant|>{% endif %}")
@@ -39,7 +40,8 @@ def test_lora_learns_and_merged_logits_match_the_adapters(tmp_path, instruction_
     ood.write_text("The quick brown fox jumps over the lazy dog. " * 60)
     config = FinetuneConfig(data=str(instruction_file), epochs=10, batch_size=8, micro_batch_size=4, lr=2e-2,
                             eval_fraction=0.2, ood_corpus=str(ood), ood_windows=2, ood_seqlen=64, rank=4, dropout=0.0)
-    result = finetune(model, tokenizer, config, tmp_path / "adapters", log=None)
+    result = finetune(model, tokenizer, config, tmp_path / "adapters", log=None,
+                      out_of_domain_loss=out_of_domain_loss(tokenizer, config))
     report = result.forgetting
     assert report["after"]["in_domain_loss"] < report["before"]["in_domain_loss"] / 2
     assert set(report["change"]) >= {"in_domain_loss", "out_of_domain_loss"}
@@ -72,7 +74,7 @@ def test_merge_saves_a_plain_model_that_loads(tmp_path, instruction_file, one_th
 
     model, tokenizer = tiny_model_and_tokenizer(hidden_size=32, layers=1, heads=2, kv_heads=1, intermediate_size=64)
     config = FinetuneConfig(data=str(instruction_file), max_steps=2, merge=True, dropout=0.0)
-    result = finetune(model, tokenizer, config, tmp_path / "merged", forgetting_report=False, log=None)
+    result = finetune(model, tokenizer, config, tmp_path / "merged", log=None)
     loaded, _ = load_model(tmp_path / "merged")
     ids = torch.randint(0, len(tokenizer), (1, 12))
     with torch.no_grad():

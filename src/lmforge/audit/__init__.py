@@ -4,21 +4,17 @@ from lmforge.audit.bias import (CROWS_SUBSETS, CrowsPairsResult, compare_counter
                                 counterfactual_probes, crows_pairs)
 from lmforge.audit.misuse import load_misuse_probes, misuse_probes
 from lmforge.audit.privacy import canary_exposure, member_split, membership_scores, membership_signals, pii_in_generations
-from lmforge.audit.robustness import PERTURBATIONS, compare_robustness, perturb_document, robustness
+from lmforge.audit.robustness import PERTURBATIONS, compare_robustness, perturb_document, worst_case
 from lmforge.audit.stats import Interval, auc, bootstrap_mean, paired_bootstrap_delta, tpr_at_fpr
-from lmforge.audit.suite import SUITES, audit, compare_audits, parse_suites
 
 __all__ = [
     "CROWS_SUBSETS",
     "PERTURBATIONS",
-    "SUITES",
     "CrowsPairsResult",
     "Interval",
-    "audit",
     "auc",
     "bootstrap_mean",
     "canary_exposure",
-    "compare_audits",
     "compare_counterfactual",
     "compare_crows_pairs",
     "compare_robustness",
@@ -30,9 +26,8 @@ __all__ = [
     "membership_signals",
     "misuse_probes",
     "paired_bootstrap_delta",
-    "parse_suites",
     "perturb_document",
     "pii_in_generations",
-    "robustness",
     "tpr_at_fpr",
+    "worst_case",
 ]

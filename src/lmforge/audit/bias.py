@@ -30,7 +30,7 @@ from lmforge.audit.generation import generate, max_length
 from lmforge.audit.stats import bootstrap_mean, paired_bootstrap_delta
 from lmforge.data import load_records
 from lmforge.errors import LmforgeError
-from lmforge.evaluate import loglikelihood
+from lmforge.models.scoring import loglikelihood
 
 # lm-eval's crows_pairs_english_<subset> tasks and the bias_type prefix each keeps.
 CROWS_SUBSETS = {

@@ -12,19 +12,15 @@ so it can never exceed clean accuracy.
 
 from __future__ import annotations
 
-import itertools
 import random
 import re
 import zlib
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from lmforge.audit.generation import max_length
-from lmforge.audit.stats import bootstrap_mean, paired_bootstrap_delta
+from lmforge.audit.stats import paired_bootstrap_delta
 from lmforge.errors import LmforgeError
-from lmforge.evaluate import choice_metrics, load_task, loglikelihood
 
 _ROWS = ["qwertyuiop", "asdfghjkl", "zxcvbnm"]
 
@@ -96,35 +92,6 @@ def perturb_document(document: dict[str, Any], name: str, seed: int, keep: Seque
 def worst_case(correct: np.ndarray) -> np.ndarray:
     """Per example (row): right only if right in every variant (columns: clean first, then perturbations)."""
     return correct.min(axis=1)
-
-
-def robustness(model, tokenizer, task: str | Path = "arc_easy", *, perturbations: Sequence[str] = tuple(PERTURBATIONS),
-               limit: int | None = 200, batch_size: int = 8, seed: int = 0, resamples: int = 1000,
-               data: str | Path | None = None, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Clean, per-perturbation and worst-case accuracy (acc and acc_norm, lm-eval's definitions) with intervals."""
-    spec = load_task(task)
-    documents = list(itertools.islice(spec.documents(data), limit))
-    if not documents:
-        raise LmforgeError(f"task {spec.name} has no questions")
-    variants = ["clean", *perturbations]
-    rendered = [[spec.render(d if v == "clean" else perturb_document(d, v, seed, keep=(spec.choices,))) for v in variants]
-                for d in documents]
-    pairs = [(text, spec.target_delimiter + choice) for per_doc in rendered for text, choices, _ in per_doc for choice in choices]
-    scores = iter(s for s, _ in loglikelihood(model, tokenizer, pairs, max_length=max_length(model),
-                                             batch_size=batch_size, progress=progress))
-    correct = {"acc": np.zeros((len(documents), len(variants))), "acc_norm": np.zeros((len(documents), len(variants)))}
-    for i, per_doc in enumerate(rendered):
-        for j, (_, choices, answer) in enumerate(per_doc):
-            metrics = choice_metrics([next(scores) for _ in choices], choices, answer)
-            for name in correct:
-                correct[name][i, j] = metrics[name]
-    result: dict[str, Any] = {"task": spec.name, "questions": len(documents), "perturbations": list(perturbations), "seed": seed}
-    for name, matrix in correct.items():
-        result[name] = {v: bootstrap_mean(matrix[:, j], resamples, seed=seed, scale=100).to_dict() for j, v in enumerate(variants)}
-        result[name]["worst_case"] = bootstrap_mean(worst_case(matrix), resamples, seed=seed, scale=100).to_dict()
-    result["per_example"] = {name: matrix.astype(int).tolist() for name, matrix in correct.items()}
-    result["variants"] = variants
-    return result
 
 
 def compare_robustness(base: dict[str, Any], other: dict[str, Any], resamples: int = 1000, seed: int = 0) -> dict[str, Any]:

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import contextlib
-import gc
-import math
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lmforge.audit import SUITES, audit, compare_audits, parse_suites
-from lmforge.cli.common import console, err_console, print_table, save_json
+from lmforge.cli.audit_tables import print_comparison, print_report
+from lmforge.cli.common import console, err_console, save_json
 from lmforge.data import read_documents
 from lmforge.errors import LmforgeError
 from lmforge.io import write_json
-from lmforge.models import load_model, resolve_source
+from lmforge.models import resolve_source
 from lmforge.runs import record_run
+from lmforge.workflows.audit import SUITES, audit_models, compare_audits, headline, parse_suites
 
 
 def register(app: typer.Typer) -> None:
@@ -33,88 +32,6 @@ def section_progress() -> Iterator[Callable[[str], Callable[[int], None]]]:
             task = progress.add_task(name, total=None)
             return lambda n=1: progress.advance(task, n)
         yield section
-
-
-def _interval(value: dict[str, float], digits: int = 2) -> str:
-    return f"{value['estimate']:.{digits}f} [{value['low']:.{digits}f}, {value['high']:.{digits}f}]"
-
-
-def _signed(value: dict[str, float] | float, digits: int = 2) -> str:
-    if isinstance(value, dict):
-        return f"{value['estimate']:+.{digits}f} [{value['low']:+.{digits}f}, {value['high']:+.{digits}f}]"
-    return f"{value:+.{digits}f}"
-
-
-def print_report(name: str, report: dict[str, Any]) -> None:
-    if bias := report.get("bias"):
-        print_table(f"{name} · CrowS-Pairs (pct_stereotype, 50 = no preference; bootstrap 95 %)",
-                    ["bias type", "pairs", "pct_stereotype", "± stderr", "likelihood_diff"],
-                    [(k, v["pairs"], _interval(v["pct_stereotype"]), f"{v['pct_stereotype_stderr']:.2f}", v["likelihood_diff"])
-                     for k, v in bias["crows_pairs"]["summary"].items()])
-        axes = bias["counterfactual"]["axes"]
-        print_table(f"{name} · counterfactual probes v{bias['counterfactual']['version']} (gaps across groups; 0 = equal)",
-                    ["axis", "valence gap (nats)", "most / least positive", "log-prob gap", "sentiment gap (VADER)"],
-                    [(axis, _interval(v["valence_gap"], 3), f"{v['valence_gap']['highest']} / {v['valence_gap']['lowest']}",
-                      v["logprob_gap"], _interval(v["sentiment_gap"], 3) if "sentiment_gap" in v else "-")
-                     for axis, v in axes.items()])
-    if privacy := report.get("privacy"):
-        pii = privacy["pii_in_generations"]
-        rows = [("PII in generations", f"{pii['outputs_with_pii']}/{pii['prompts']} outputs",
-                 ", ".join(f"{k}={v}" for k, v in pii["by_type"].items()) or "none")]
-        for signal, v in privacy.get("membership", {}).items():
-            tpr = next(val for key, val in v.items() if key.startswith("tpr_at"))
-            rows.append((f"membership · {signal}", f"AUC {v['auc']:.3f}", f"TPR@1%FPR {tpr:.3f} ({v['members']}+{v['nonmembers']} texts)"))
-        for canary in privacy.get("canaries", []):
-            rows.append((f"canary · {canary['prefix']!r}",
-                         f"exposure {canary['exposure']:.2f} (max {math.log2(canary['space_size']):.2f})",
-                         f"rank {canary['rank']:.0f} of {canary['space_size']:,} ({canary['method']})"))
-        print_table(f"{name} · privacy", ["check", "result", "detail"], rows)
-    for task, result in (report.get("robustness") or {}).items():
-        print_table(f"{name} · robustness · {task} ({result['questions']} questions, accuracy %, bootstrap 95 %)",
-                    ["variant", "acc", "acc_norm"],
-                    [(v, _interval(result["acc"][v]), _interval(result["acc_norm"][v])) for v in [*result["variants"], "worst_case"]])
-    if misuse := report.get("misuse"):
-        print_table(f"{name} · misuse probes v{misuse['probe_set']['version']} (pass = no rule fired)",
-                    ["category", "passed", "pass rate"],
-                    [*((c, f"{v['passed']}/{v['probes']}", v["pass_rate"]) for c, v in misuse["categories"].items()),
-                     ("all", "", misuse["pass_rate"])])
-
-
-def print_comparison(base: str, other: str, comparison: dict[str, Any]) -> None:
-    title = f"{other} vs {base}"
-    if bias := comparison.get("bias"):
-        print_table(f"{title} · CrowS-Pairs pct_stereotype (delta: paired bootstrap 95 %)",
-                    ["bias type", "pairs", base, other, "delta"],
-                    [(k, v["pairs"], v["base"], v["other"], _signed(v["delta"])) for k, v in bias["crows_pairs"].items()])
-        print_table(f"{title} · counterfactual gaps (delta: templates resampled jointly, 95 %)", ["axis", "measure", base, other, "delta"],
-                    [(axis, measure, v["base"], v["other"], _signed(v["delta"], 3))
-                     for axis, measures in bias["counterfactual"].items() for measure, v in measures.items()])
-    for task, rows in (comparison.get("robustness") or {}).items():
-        print_table(f"{title} · robustness · {task} (accuracy points, paired bootstrap 95 %)", ["metric", "clean delta", "worst-case delta"],
-                    [(metric, _signed(v["clean"]), _signed(v["worst_case"])) for metric, v in rows.items()])
-    flat = []
-    if privacy := comparison.get("privacy"):
-        flat.append(("PII rate in generations", privacy["pii_rate"]))
-        flat += [(f"membership AUC · {k}", v) for k, v in privacy.get("membership_auc", {}).items()]
-    flat += [(f"misuse pass rate · {k}", v) for k, v in (comparison.get("misuse") or {}).items()]
-    if flat:
-        print_table(f"{title} · privacy and misuse", ["measure", base, other, "delta"],
-                    [(k, v["base"], v["other"], _signed(v["delta"], 3)) for k, v in flat])
-
-
-def headline(report: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """The few numbers a run list shows."""
-    metrics = {}
-    if "bias" in report:
-        metrics[f"{prefix}crows_pct_stereotype"] = report["bias"]["crows_pairs"]["summary"]["all"]["pct_stereotype"]["estimate"]
-    if "privacy" in report:
-        metrics[f"{prefix}pii_rate"] = report["privacy"]["pii_in_generations"]["rate"]
-    for task, result in (report.get("robustness") or {}).items():
-        metrics[f"{prefix}{task}_acc_clean"] = result["acc"]["clean"]["estimate"]
-        metrics[f"{prefix}{task}_acc_worst_case"] = result["acc"]["worst_case"]["estimate"]
-    if "misuse" in report:
-        metrics[f"{prefix}misuse_pass_rate"] = report["misuse"]["pass_rate"]
-    return metrics
 
 
 def _canaries(values: list[str] | None) -> list[dict[str, str]]:
@@ -143,7 +60,7 @@ def audit_command(
     json_out: str = typer.Option(None, "--json", help="write the full report to this JSON file"),
     data_dir: str = typer.Option(None, help="folder with the named data sets (default ../shared/data)"),
     trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
-) -> None:
+) -> dict[str, Any]:
     """Audit bias, privacy, robustness and misuse; with --compare, show the other model's deltas."""
     suites = parse_suites(suite)
     if limit is not None and limit < 1:
@@ -160,16 +77,12 @@ def audit_command(
               for name, (kind, where) in ((m, resolve_source(m)) for m in filter(None, [model, compare]))}
     inputs.update({k: v for k, v in {"members": members, "nonmembers": nonmembers}.items() if v})
     with record_run("audit", config=config, inputs=inputs) as run:
-        reports = {}
-        for name in filter(None, [model, compare]):
-            with console.status(f"loading {name}"):
-                loaded, tokenizer = load_model(name, trust_remote_code=trust_remote_code)
-            with section_progress() as progress:
-                reports[name] = audit(loaded, tokenizer, suites, progress=progress, **options)
-            del loaded
-            gc.collect()
-            print_report(name, reports[name])
-            run.log_metrics(headline(reports[name], prefix="" if name == model else "compare."))
+        def report(name: str, result: dict[str, Any]) -> None:
+            print_report(name, result)
+            run.log_metrics(headline(result, prefix="" if name == model else "compare."))
+
+        reports = audit_models(list(filter(None, [model, compare])), suites, trust_remote_code=trust_remote_code,
+                               progress=section_progress, on_report=report, **options)
         result: dict[str, Any] = {"model": model, "run_id": run.id, "report": reports[model]}
         if compare:
             result |= {"compare": compare, "compare_report": reports[compare],
@@ -178,3 +91,4 @@ def audit_command(
         run.add_artifact("report", write_json(run.artifacts_dir / "audit.json", result))
         save_json(json_out, result)
     console.print(f"run {run.id} recorded")
+    return result

@@ -57,3 +57,17 @@ def progress_bar(description: str, total: int | None) -> Iterator:
 
         advance.set_total = lambda n: progress.update(task, total=n)  # type: ignore[attr-defined]
         yield advance
+
+
+def energy_rows(energy: dict) -> list[tuple[str, object]]:
+    if energy.get("method") == "unavailable":
+        return [("energy", f"unavailable ({energy.get('reason')})")]
+    return [("energy (kWh)", energy.get("energy_kwh")), ("CO2 (kg)", energy.get("co2_kg")),
+            ("energy measured by", f"{energy.get('method')}, {energy.get('country')}")]
+
+
+def set_threads(threads: int | None) -> None:
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)

@@ -63,7 +63,7 @@ def compress_command(
                                            help="also export to this folder in compressed-tensors format (transformers, vLLM)"),
     gguf: str = typer.Option(None, "--gguf", help="also export to this .gguf file for llama.cpp (int4 or int8, group size a multiple of 32)"),
     json_out: str = typer.Option(None, "--json", help="also write the comparison as JSON"),
-) -> None:
+) -> dict[str, Any]:
     """Quantize a model (RTN, GPTQ or activation-aware), save it packed, and print before/after."""
     from lmforge.workflows.compress import compress_and_compare
     from lmforge.compress.export.compressed_tensors import export_compressed_tensors
@@ -112,3 +112,4 @@ def compress_command(
                       "so compare methods in other regimes (e.g. symmetric int4 g64)")
     save_json(json_out, {"run_id": run.id, **result})
     console.print(f"saved to {out_dir}; run {run.id} recorded")
+    return result

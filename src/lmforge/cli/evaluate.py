@@ -2,49 +2,20 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import typer
 
 from lmforge.cli.common import console, human_bytes, print_table, progress_bar, save_json
-from lmforge.data import load_corpus
-from lmforge.data.named import NAMES
 from lmforge.errors import LmforgeError
-from lmforge.evaluate import PROTOCOLS, builtin_tasks, load_task, multiple_choice, perplexity, speed
+from lmforge.evaluate import PROTOCOLS
 from lmforge.models import load_model, resolve_source
 from lmforge.runs import record_run
+from lmforge.workflows.evaluate import check_task, flatten_metrics, run_task
 
 
 def register(app: typer.Typer) -> None:
     app.command("eval")(eval_command)
-
-
-def _is_corpus(task: str) -> bool:
-    return task in NAMES or Path(task).exists()
-
-
-def run_task(model, tokenizer, task: str, *, protocol: str = "windows", seqlen: int = 2048, stride: int | None = None,
-             limit: int | None = None, batch_size: int = 1, data_dir: str | None = None,
-             text_field: str = "text") -> dict[str, Any]:
-    """Evaluate one task and return its metrics (the function behind `lmforge eval`)."""
-    if task == "speed":
-        with console.status("timing prefill and decode"):
-            return speed(model, tokenizer)
-    if task in builtin_tasks() or task.endswith(".yaml"):
-        spec = load_task(task)
-        with progress_bar(spec.name, None) as advance:
-            result = multiple_choice(model, tokenizer, spec, limit=limit, batch_size=batch_size, data=data_dir,
-                                     progress=advance, on_total=advance.set_total)
-        return {k: v for k, v in result.items() if k != "details"}
-    if _is_corpus(task):
-        corpus = load_corpus(task, data=data_dir, text_field=text_field)
-        with progress_bar(f"{corpus.name} ({protocol})", None) as advance:
-            result = perplexity(model, tokenizer, corpus, protocol=protocol, seqlen=seqlen, stride=stride, limit=limit,
-                                batch_size=batch_size, progress=advance, on_total=advance.set_total)
-        return {k: v for k, v in result.to_dict().items() if k != "window_nll"}
-    known = sorted({*builtin_tasks(), "wikitext2", "web_articles", "speed"})
-    raise LmforgeError(f"unknown task '{task}'; use one of: {', '.join(known)}, a corpus path, or a task .yaml")
 
 
 def _rows(task: str, metrics: dict[str, Any]) -> list[tuple]:
@@ -83,11 +54,13 @@ def eval_command(
     data_dir: str = typer.Option(None, help="folder with the named data sets (default ../shared/data)"),
     text_field: str = typer.Option("text", help="jsonl/parquet field holding the text"),
     trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
-) -> None:
+) -> dict[str, dict[str, Any]]:
     """Evaluate a model: perplexity (windows / rolling / sliding), ARC-Easy, PIQA, speed and memory."""
     if limit is not None and limit < 1:
         raise LmforgeError("--limit must be at least 1")
     tasks = [t.strip() for t in task.split(",") if t.strip()]
+    for name in tasks:
+        check_task(name)
     config = {"model": model, "tasks": tasks, "protocol": protocol, "seqlen": seqlen, "stride": stride,
               "limit": limit, "batch_size": batch_size}
     kind, where = resolve_source(model)
@@ -98,19 +71,11 @@ def eval_command(
         results = {}
         for name in tasks:
             metrics = run_task(loaded, tokenizer, name, protocol=protocol, seqlen=seqlen, stride=stride, limit=limit,
-                               batch_size=batch_size, data_dir=data_dir, text_field=text_field)
+                               batch_size=batch_size, data_dir=data_dir, text_field=text_field, progress=progress_bar)
             results[name] = metrics
-            run.log_metrics({f"{name}.{k}": v for k, v in _flatten(metrics).items()})
+            run.log_metrics({f"{name}.{k}": v for k, v in flatten_metrics(metrics).items()})
             print_table(f"{model} · {name}", ["metric", "value"], _rows(name, metrics))
         save_json(json_out, {"model": model, "run_id": run.id, "results": results})
     console.print(f"run {run.id} recorded")
+    return results
 
-
-def _flatten(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in metrics.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        elif isinstance(value, (int, float, str)) or value is None:
-            flat[f"{prefix}{key}"] = value
-    return flat

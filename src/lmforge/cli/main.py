@@ -24,6 +24,8 @@ COMMAND_MODULES = [
     "lmforge.cli.models",
     "lmforge.cli.compress",
     "lmforge.cli.prune",
+    "lmforge.cli.distill",
+    "lmforge.cli.optimize",
     "lmforge.cli.evaluate",
     "lmforge.cli.runs",
     "lmforge.cli.quickstart",
@@ -31,6 +33,8 @@ COMMAND_MODULES = [
     "lmforge.cli.report",
     "lmforge.cli.serve",
     "lmforge.cli.train",
+    "lmforge.cli.finetune",
+    "lmforge.cli.scale",
     "lmforge.cli.audit",
     "lmforge.cli.explain",
 ]

@@ -26,12 +26,12 @@ def register(app: typer.Typer) -> None:
     app.command("quickstart")(quickstart_command)
 
 
-def _step(title: str, args: list[str]) -> None:
-    """Run one lmforge command in-process, exactly as typed on the command line."""
+def _step(title: str, args: list[str]) -> Any:
+    """Run one lmforge command in-process, exactly as typed on the command line; returns what the command returns."""
     from lmforge.cli.main import app
 
     console.rule(f"[bold]{title}[/]  [dim]lmforge {' '.join(args)}[/]")
-    app(args=args, standalone_mode=False)
+    return app(args=args, standalone_mode=False)
 
 
 QUICKSTART_CARD = """\
@@ -40,10 +40,6 @@ base_model: HuggingFaceTB/SmolLM2-135M-Instruct
 license: Apache-2.0
 language: [en]
 """
-
-
-def _latest(store: RunStore, command: str) -> dict[str, Any]:
-    return store.list(limit=1, command=command)[0].metrics
 
 
 def quickstart_command(
@@ -64,30 +60,25 @@ def quickstart_command(
     if grid:
         console.print(f"[dim]source weights: {grid}; symmetric int4 g64 is a real test of a method, "
                       "asymmetric g32 would reproduce them exactly[/]")
-    _step("1/5 quantize: GPTQ int4, groups of 64, symmetric", [
+    compressed = _step("1/5 quantize: GPTQ int4, groups of 64, symmetric", [
         "compress", MODEL, "--method", "gptq", "--bits", "4", "--group-size", "64", "--calib", "web_articles",
         "--calib-samples", str(calib_samples), "-o", str(int4_dir), *common_eval])
     _step("2/5 prune: Wanda, 50 % of every row", [
         "prune", MODEL, "--method", "wanda", "--sparsity", "0.5", "--samples", str(calib_samples), "-o", str(wanda_dir)])
-    _step("3/5 evaluate the pruned model", [
+    wanda = _step("3/5 evaluate the pruned model", [
         "eval", str(wanda_dir), "--task", "wikitext2,speed", "--limit", str(windows)])
-    _step("3/5 evaluate the pruned model (ARC-Easy)", [
+    wanda |= _step("3/5 evaluate the pruned model (ARC-Easy)", [
         "eval", str(wanda_dir), "--task", "arc_easy", "--limit", str(questions), "--batch-size", "8"])
-    _step("4/5 bias audit: base vs int4 (CrowS-Pairs)", [
+    audit = _step("4/5 bias audit: base vs int4 (CrowS-Pairs)", [
         "audit", MODEL, "--suite", "bias", "--compare", str(int4_dir), "--limit", str(audit_pairs)])
 
-    store = RunStore()
-    compressed = _latest(store, "compress")
-    evals = store.list(limit=2, command="eval")
-    wanda = {**evals[1].metrics, **evals[0].metrics}
     rows = {
-        "fp32": _row(compressed, "baseline."),
-        "GPTQ int4 g64 (symmetric)": _row(compressed, "quantized."),
+        "fp32": _row(compressed["baseline"]),
+        "GPTQ int4 g64 (symmetric)": _row(compressed["quantized"]),
         "Wanda 50 % (unstructured)": {
-            "wikitext2_ppl": wanda.get("wikitext2.ppl"), "arc_easy_acc": wanda.get("arc_easy.acc"),
-            "model_ram_bytes": wanda.get("speed.model_bytes"), "decode_tokens_per_s": wanda.get("speed.decode_tokens_per_s")},
+            "wikitext2_ppl": wanda["wikitext2"]["ppl"], "arc_easy_acc": wanda["arc_easy"]["acc"],
+            "model_ram_bytes": wanda["speed"]["model_bytes"], "decode_tokens_per_s": wanda["speed"]["decode_tokens_per_s"]},
     }
-    audit = _latest(store, "audit")
     print_table(
         f"lmforge quickstart · {MODEL} · wikitext2 windows protocol (seqlen 2048, first {windows} windows) · "
         f"ARC-Easy first {questions} questions · decode at batch 1",
@@ -95,15 +86,15 @@ def quickstart_command(
         [(name, r["wikitext2_ppl"], r["arc_easy_acc"], human_bytes(r["model_ram_bytes"]), r["decode_tokens_per_s"])
          for name, r in rows.items()],
     )
-    this_tour = [f"--runs={r.id}" for r in store.list(limit=None) if r.started >= started_epoch]
+    this_tour = [f"--runs={r.id}" for r in RunStore().list(limit=None) if r.started >= started_epoch]
     card = out_dir / "card.yaml"  # only what is known of the base model; intended use etc. stay "missing"
     with atomic_path(card) as tmp:
         tmp.write_text(QUICKSTART_CARD)
     _step("5/5 report", ["report", "-o", str(out_dir / "report" / "report.html"), "--card", str(card), *this_tour])
     seconds = time.perf_counter() - started
-    save_json(out_dir / "quickstart.json", {"results": rows, "audit": audit, "seconds": seconds})
+    save_json(out_dir / "quickstart.json", {"results": rows, "audit": audit["report"], "seconds": seconds})
     console.print(f"quickstart finished in {seconds / 60:.1f} min; open {out_dir / 'report' / 'report.html'}")
 
 
-def _row(metrics: dict[str, Any], prefix: str) -> dict[str, Any]:
-    return {key: metrics.get(prefix + key) for key in ("wikitext2_ppl", "arc_easy_acc", "model_ram_bytes", "decode_tokens_per_s")}
+def _row(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {key: metrics.get(key) for key in ("wikitext2_ppl", "arc_easy_acc", "model_ram_bytes", "decode_tokens_per_s")}

@@ -21,7 +21,7 @@ import yaml
 
 from lmforge.data.named import RECORDS, load_records
 from lmforge.errors import LmforgeError
-from lmforge.evaluate.loglikelihood import loglikelihood
+from lmforge.models.scoring import loglikelihood
 
 _TEMPLATES = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 

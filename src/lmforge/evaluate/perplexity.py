@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from lmforge.data.calibration import tokenize_corpus
 from lmforge.data.corpus import Corpus
 from lmforge.errors import LmforgeError
-from lmforge.evaluate.loglikelihood import encode, prefix_token_id, rolling_windows, score
+from lmforge.models.scoring import encode, prefix_token_id, rolling_windows, score
 from lmforge.models.info import context_length, model_device
 
 PROTOCOLS = ("windows", "rolling", "sliding")

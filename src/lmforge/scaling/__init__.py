@@ -1,7 +1,7 @@
 """Scaling laws: fit L(N, D) to a ladder of training runs, predict, and plan compute-optimal N and D."""
 
 from lmforge.scaling.fit import DEFAULT_GRID, ScalingLaw, fit_scaling_law, prediction_interval
-from lmforge.scaling.ladder import LadderResult, Rung, fit_ladder, ladder_model, parse_size, plot_ladder, train_rung
+from lmforge.scaling.ladder import LadderResult, Rung, fit_ladder, parse_size, plot_ladder
 
 __all__ = [
     "DEFAULT_GRID",
@@ -10,9 +10,7 @@ __all__ = [
     "ScalingLaw",
     "fit_ladder",
     "fit_scaling_law",
-    "ladder_model",
     "parse_size",
     "plot_ladder",
     "prediction_interval",
-    "train_rung",
 ]

@@ -1,4 +1,5 @@
-"""A ladder of pretraining runs (model sizes × token budgets) through ``lmforge.train``, and its scaling law.
+"""A ladder of pretraining runs (model sizes × token budgets) and its scaling law (the runs themselves are
+trained by ``lmforge.workflows.scale``).
 
 Every rung trains from scratch on the same tokenized corpus with a cosine
 schedule matched to its own token budget (as Chinchilla did), and is recorded
@@ -10,15 +11,11 @@ one, and predicts it.
 
 from __future__ import annotations
 
-import dataclasses
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from lmforge.errors import LmforgeError
 from lmforge.scaling.fit import ScalingLaw, fit_scaling_law, prediction_interval
-from lmforge.train.config import ModelConfig, TrainConfig
 
 
 @dataclass
@@ -62,49 +59,6 @@ def parse_size(spec: str) -> tuple[int, int]:
     except ValueError:
         raise LmforgeError(f"model size '{spec}' is not WIDTHxLAYERS (e.g. 64x4)") from None
     return width, layers
-
-
-def ladder_model(width: int, layers: int, base: ModelConfig) -> ModelConfig:
-    """A llama shape of this width and depth: 32-wide heads (16 below 64), SwiGLU at 8/3 of the width."""
-    head_size = 32 if width >= 64 else 16
-    if width % head_size:
-        raise LmforgeError(f"ladder width {width} must be a multiple of {head_size}")
-    heads = width // head_size
-    model = dataclasses.replace(base, hidden_size=width, layers=layers, heads=heads, kv_heads=heads,
-                                intermediate_size=16 * max(1, round(8 / 3 * width / 16)))
-    model.validate()
-    return model
-
-
-def rung_config(base: TrainConfig, width: int, layers: int, tokens: int) -> TrainConfig:
-    steps = max(1, math.ceil(tokens / base.tokens_per_step))
-    return dataclasses.replace(base, model=ladder_model(width, layers, base.model), max_steps=steps, max_tokens=None,
-                               warmup_steps=max(1, steps // 10), eval_interval=steps, checkpoint_interval=0)
-
-
-def train_rung(rung: Rung, base: TrainConfig, tokenizer, data, record: bool = True,
-               log: Callable[[str], None] | None = None) -> Rung:
-    """Train one rung from scratch and fill in its size, loss, FLOPs and time."""
-    import contextlib
-
-    from lmforge.runs import record_run
-    from lmforge.train import pretrain
-
-    config = rung_config(base, rung.width, rung.layers, rung.tokens)
-    recorder = record_run("train", config={**config.to_dict(), "ladder_rung": True}) if record else contextlib.nullcontext()
-    with recorder as run:
-        result = pretrain(config, tokenizer=tokenizer, data=data, log=None)
-        if run:
-            run.log_metrics(result.metrics())
-            rung.run_id = run.id
-    rung.non_embedding_params, rung.params = result.non_embedding_params, result.params
-    rung.eval_loss, rung.train_loss = result.final_eval_loss, result.losses[-1]
-    rung.flops, rung.seconds, rung.tokens_per_s = result.flops, result.train_seconds, result.tokens_per_s
-    rung.tokens = result.tokens
-    if log:
-        log(f"{rung.width}x{rung.layers} ({rung.non_embedding_params:,} params) on {rung.tokens:,} tokens: "
-            f"eval loss {rung.eval_loss:.4f} ({rung.seconds:.0f} s, {rung.tokens_per_s:,.0f} tok/s)")
-    return rung
 
 
 def fit_ladder(rungs: list[Rung], flop_budget: float | None = None, bootstrap: int = 100, seed: int = 0,

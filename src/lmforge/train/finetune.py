@@ -219,15 +219,6 @@ def mean_loss(model, examples, pad_id: int, micro_batch_size: int) -> float:
     return total / max(count, 1)
 
 
-def out_of_domain_loss(model, tokenizer, config: FinetuneConfig) -> float:
-    """Mean token NLL on the first ``ood_windows`` windows of the out-of-domain corpus (reference protocol)."""
-    from lmforge.evaluate import perplexity
-
-    result = perplexity(model, tokenizer, load_corpus(config.ood_corpus), protocol="windows",
-                        seqlen=config.ood_seqlen, limit=config.ood_windows)
-    return math.log(result.ppl)
-
-
 def forgetting_entry(in_domain: float, out_of_domain: float) -> dict[str, float]:
     return {"in_domain_loss": in_domain, "in_domain_ppl": math.exp(in_domain),
             "out_of_domain_loss": out_of_domain, "out_of_domain_ppl": math.exp(out_of_domain)}
@@ -239,11 +230,16 @@ def finetune(
     config: FinetuneConfig,
     out_dir: str | os.PathLike | None = None,
     *,
-    forgetting_report: bool = True,
+    out_of_domain_loss: Callable[[torch.nn.Module], float] | None = None,
     log: Callable[[str], None] | None = print,
     progress: Callable[[int], None] | None = None,
 ) -> FinetuneResult:
-    """LoRA-tune ``model`` on ``config.data``; save the adapters (or the merged model) under ``out_dir``."""
+    """LoRA-tune ``model`` on ``config.data``; save the adapters (or the merged model) under ``out_dir``.
+
+    ``out_of_domain_loss(model)``: the mean token loss on text unlike the tuning data (``config.ood_corpus``),
+    measured before and after for the forgetting report, with the held-out in-domain loss; None: no report.
+    ``lmforge.workflows.finetune`` passes the reference perplexity protocol on ``config.ood_corpus``.
+    """
     from peft import LoraConfig, get_peft_model
 
     config.validate()
@@ -262,9 +258,9 @@ def finetune(
     log(f"{len(train_examples)} {data_format} examples for training, {len(eval_examples)} held out; {steps} steps")
 
     report: dict = {}
-    if forgetting_report:
+    if out_of_domain_loss:
         report["before"] = forgetting_entry(mean_loss(model, eval_examples, pad_id, config.micro_batch_size),
-                                            out_of_domain_loss(model, tokenizer, config))
+                                            out_of_domain_loss(model))
         log(f"before: in-domain loss {report['before']['in_domain_loss']:.4f}, "
             f"{config.ood_corpus} loss {report['before']['out_of_domain_loss']:.4f}")
 
@@ -314,9 +310,9 @@ def finetune(
 
     final = peft_model.merge_and_unload() if config.merge else peft_model
     final.eval()
-    if forgetting_report:
+    if out_of_domain_loss:
         report["after"] = forgetting_entry(mean_loss(final, eval_examples, pad_id, config.micro_batch_size),
-                                           out_of_domain_loss(final, tokenizer, config))
+                                           out_of_domain_loss(final))
         report["change"] = {k: report["after"][k] - report["before"][k] for k in report["before"]}
         report["ood_corpus"] = f"{config.ood_corpus}, first {config.ood_windows} windows of {config.ood_seqlen} tokens"
         log(f"after: in-domain loss {report['after']['in_domain_loss']:.4f}, "

@@ -26,11 +26,18 @@ from typing import Any, Callable
 
 import torch
 
+from lmforge.compress import config_from_dict, prune, prune_then_quantize, quantize
 from lmforge.compress.pruning.masks import parse_pattern
 from lmforge.compress.storage.sparse import storage_bytes
+from lmforge.data import load_corpus
 from lmforge.errors import LmforgeError
+from lmforge.evaluate import perplexity, speed
 from lmforge.io import atomic_path, write_json
+from lmforge.models import load_model
 from lmforge.paths import cache_dir
+from lmforge.runs import content_hash
+from lmforge.workflows.prune import calibration as calibration_sample
+from lmforge.workflows.prune import save_compressed, source_folder
 
 MB = 1e6
 
@@ -168,23 +175,18 @@ def recipe_grid(
 
 def apply_recipe(model, recipe: Recipe, calibration: torch.Tensor | None) -> None:
     """Prune then quantize ``model`` in place as ``recipe`` says."""
-    from lmforge.compress.quantization.config import AWQ, GPTQ, RTN
-    from lmforge.compress import config_from_dict, prune, prune_then_quantize
-
-    quant_configs = {"rtn": RTN, "gptq": GPTQ, "awq": AWQ}
-    if recipe.quant not in {"none", *quant_configs}:
+    if recipe.quant not in {"none", "rtn", "gptq", "awq"}:
         raise LmforgeError(f"unknown quantization method '{recipe.quant}': use none, rtn, gptq or awq")
-    pruning = config_from_dict({"method": recipe.prune_method, "sparsity": recipe.sparsity, "pattern": recipe.pattern}) if recipe.sparsity else None
-    quant = (quant_configs[recipe.quant](bits=recipe.bits, group_size=recipe.group_size, lm_head_bits=recipe.head_bits,
-                                         share_embeddings=recipe.shared_embeddings)
+    pruning = (config_from_dict({"method": recipe.prune_method, "sparsity": recipe.sparsity, "pattern": recipe.pattern})
+               if recipe.sparsity else None)
+    quant = (config_from_dict({"method": recipe.quant, "bits": recipe.bits, "group_size": recipe.group_size,
+                               "lm_head_bits": recipe.head_bits, "share_embeddings": recipe.shared_embeddings})
              if recipe.quant != "none" else None)
     if pruning and quant:
         prune_then_quantize(model, pruning, quant, calibration)
     elif pruning:
         prune(model, pruning, calibration)
     elif quant:
-        from lmforge.compress.quantization.driver import quantize
-
         quantize(model, quant, calibration)
 
 
@@ -204,8 +206,6 @@ def measure(
     settings: dict[str, Any],
 ) -> Measurement:
     """Build ``recipe`` on a copy of ``model`` and measure it, or read the cached measurement."""
-    from lmforge.evaluate import perplexity, speed
-
     cache = _cache_file(model_hash, recipe, settings)
     if cache.is_file():
         return Measurement(**{**json.loads(cache.read_text()), "cached": True})
@@ -323,3 +323,29 @@ def plot_front(result: SearchResult, png: str | Path, html_path: str | Path, tit
     )
     with atomic_path(html_path) as tmp:
         tmp.write_text(page, encoding="utf-8")
+
+
+def optimize(model: str, budget: Budget, recipes: list[Recipe], *, corpus: str = "wikitext2", ppl_windows: int = 8,
+             ppl_seqlen: int = 512, calib: str = "web_articles", calib_samples: int = 8, calib_seqlen: int = 512,
+             plot: Path = Path("optimize-front"), out: Path | None = None,
+             progress: Callable[[int], None] | None = None, log: Callable[[Measurement], None] | None = None,
+             ) -> tuple[SearchResult, list[Path]]:
+    """Measure ``recipes`` on ``model``, plot the front (``plot``.png and .html) and, when a recipe fits the budget
+    and ``out`` is given, write that model; returns the search and the files written."""
+    loaded, tokenizer = load_model(model)
+    if any(r.shared_embeddings for r in recipes) and not getattr(loaded.config, "tie_word_embeddings", False):
+        raise LmforgeError(f"--share-embeddings needs a head tied to the embeddings, and {model}'s are separate: drop it")
+    folder = source_folder(model)
+    needs_calibration = any(r.sparsity and r.prune_method != "magnitude" or r.quant in {"gptq", "awq"} for r in recipes)
+    calibration = calibration_sample(tokenizer, calib, calib_samples, calib_seqlen) if needs_calibration else None
+    result = search(loaded, tokenizer, budget, recipes, model_hash=content_hash(folder) if folder else model,
+                    corpus=load_corpus(corpus), calibration=calibration, ppl_windows=ppl_windows,
+                    ppl_seqlen=ppl_seqlen, progress=progress, log=log)
+    written = [plot.with_suffix(".png"), plot.with_suffix(".html")]
+    plot_front(result, *written, f"{model}: size, perplexity and speed of {len(result.measurements)} recipes")
+    if result.best is not None and out:
+        best = next(r for r in recipes if r.key == result.best)
+        apply_recipe(loaded, best, calibration)
+        save_compressed(loaded, tokenizer, out, {"recipe": best.key}, sparse=bool(best.sparsity))
+        written.append(Path(out))
+    return result, written

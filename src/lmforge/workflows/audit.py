@@ -1,16 +1,30 @@
-"""One audit over several concerns, and the side-by-side comparison of two models' audits."""
+"""One audit over several concerns, and the side-by-side comparison of two models' audits.
+
+Robustness lives here because it joins the two packages: evaluate's multiple-choice tasks, scored under audit's
+perturbations.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import gc
+import itertools
 from pathlib import Path
 from typing import Any, Callable, Sequence
+
+import numpy as np
 
 from lmforge.audit.bias import (CrowsPairsResult, compare_counterfactual, compare_crows_pairs, counterfactual_probes,
                                 crows_pairs)
 from lmforge.audit.misuse import misuse_probes
 from lmforge.audit.privacy import canary_exposure, membership_signals, pii_in_generations
-from lmforge.audit.robustness import compare_robustness, robustness
+from lmforge.audit.generation import max_length
+from lmforge.audit.robustness import PERTURBATIONS, compare_robustness, perturb_document, worst_case
+from lmforge.audit.stats import bootstrap_mean
 from lmforge.errors import LmforgeError
+from lmforge.evaluate import choice_metrics, load_task
+from lmforge.models import load_model
+from lmforge.models.scoring import loglikelihood
 
 SUITES = ("bias", "privacy", "robustness", "misuse")
 ROBUSTNESS_TASKS = ("arc_easy", "piqa")
@@ -62,6 +76,35 @@ def audit(model, tokenizer, suites: Sequence[str] = SUITES, *, limit: int | None
     return report
 
 
+def robustness(model, tokenizer, task: str | Path = "arc_easy", *, perturbations: Sequence[str] = tuple(PERTURBATIONS),
+               limit: int | None = 200, batch_size: int = 8, seed: int = 0, resamples: int = 1000,
+               data: str | Path | None = None, progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Clean, per-perturbation and worst-case accuracy (acc and acc_norm, lm-eval's definitions) with intervals."""
+    spec = load_task(task)
+    documents = list(itertools.islice(spec.documents(data), limit))
+    if not documents:
+        raise LmforgeError(f"task {spec.name} has no questions")
+    variants = ["clean", *perturbations]
+    rendered = [[spec.render(d if v == "clean" else perturb_document(d, v, seed, keep=(spec.choices,))) for v in variants]
+                for d in documents]
+    pairs = [(text, spec.target_delimiter + choice) for per_doc in rendered for text, choices, _ in per_doc for choice in choices]
+    scores = iter(s for s, _ in loglikelihood(model, tokenizer, pairs, max_length=max_length(model),
+                                             batch_size=batch_size, progress=progress))
+    correct = {"acc": np.zeros((len(documents), len(variants))), "acc_norm": np.zeros((len(documents), len(variants)))}
+    for i, per_doc in enumerate(rendered):
+        for j, (_, choices, answer) in enumerate(per_doc):
+            metrics = choice_metrics([next(scores) for _ in choices], choices, answer)
+            for name in correct:
+                correct[name][i, j] = metrics[name]
+    result: dict[str, Any] = {"task": spec.name, "questions": len(documents), "perturbations": list(perturbations), "seed": seed}
+    for name, matrix in correct.items():
+        result[name] = {v: bootstrap_mean(matrix[:, j], resamples, seed=seed, scale=100).to_dict() for j, v in enumerate(variants)}
+        result[name]["worst_case"] = bootstrap_mean(worst_case(matrix), resamples, seed=seed, scale=100).to_dict()
+    result["per_example"] = {name: matrix.astype(int).tolist() for name, matrix in correct.items()}
+    result["variants"] = variants
+    return result
+
+
 def _side_by_side(base: Any, other: Any) -> dict[str, float]:
     """Two estimates (plain numbers or interval dicts) and their difference other - base."""
     value = lambda v: v["estimate"] if isinstance(v, dict) else float(v)
@@ -95,3 +138,35 @@ def compare_audits(base: dict[str, Any], other: dict[str, Any], resamples: int =
                             **{c: _side_by_side(categories_base[c]["pass_rate"], v["pass_rate"])
                                for c, v in other["misuse"]["categories"].items() if c in categories_base}}
     return result
+
+
+def headline(report: dict[str, Any], prefix: str = "") -> dict[str, float]:
+    """The few numbers a run list shows."""
+    metrics = {}
+    if "bias" in report:
+        metrics[f"{prefix}crows_pct_stereotype"] = report["bias"]["crows_pairs"]["summary"]["all"]["pct_stereotype"]["estimate"]
+    if "privacy" in report:
+        metrics[f"{prefix}pii_rate"] = report["privacy"]["pii_in_generations"]["rate"]
+    for task, result in (report.get("robustness") or {}).items():
+        metrics[f"{prefix}{task}_acc_clean"] = result["acc"]["clean"]["estimate"]
+        metrics[f"{prefix}{task}_acc_worst_case"] = result["acc"]["worst_case"]["estimate"]
+    if "misuse" in report:
+        metrics[f"{prefix}misuse_pass_rate"] = report["misuse"]["pass_rate"]
+    return metrics
+
+
+def audit_models(models: Sequence[str], suites: Sequence[str], *, trust_remote_code: bool = False,
+                 progress: Callable[[], "contextlib.AbstractContextManager"] | None = None,
+                 on_report: Callable[[str, dict[str, Any]], None] | None = None, **options) -> dict[str, dict[str, Any]]:
+    """Audit each model in turn (one in memory at a time) with the same ``options``; ``on_report(name, report)``
+    as each finishes. With two models the result also holds ``comparison``: the second's deltas from the first."""
+    reports: dict[str, dict[str, Any]] = {}
+    for name in models:
+        loaded, tokenizer = load_model(name, trust_remote_code=trust_remote_code)
+        with (progress() if progress else contextlib.nullcontext()) as section:
+            reports[name] = audit(loaded, tokenizer, suites, progress=section, **options)
+        del loaded
+        gc.collect()
+        if on_report:
+            on_report(name, reports[name])
+    return reports
