@@ -36,7 +36,7 @@ def prune_command(
     """Prune a model (unstructured, N:M or structured) and save it; sparse weights are stored as bitmask + values."""
     from lmforge.compress import config_from_dict
     from lmforge.models import load_model
-    from lmforge.workflows.prune import calibration, needs_calibration, prune_model, save_compressed
+    from lmforge.workflows.prune import calibration, prune_model, save_compressed
 
     extra = {"sink_share": sink_share} if method in {"sparsegpt", "structured"} else {}
     settings = {"method": method, "sparsity": sparsity, "pattern": pattern, "heads": heads, "mlp": mlp,
@@ -49,7 +49,7 @@ def prune_command(
         config = config_from_dict({"method": method, "sparsity": sparsity, "pattern": pattern, **extra})
     with record_run("prune", config=settings, inputs={"model": model}) as run:
         loaded, tokenizer = load_model(model)
-        calib_tokens = calibration(tokenizer, calib, samples, seqlen) if needs_calibration(config) else None
+        calib_tokens = calibration(tokenizer, calib, samples, seqlen) if config.needs_calibration else None
         with progress_bar(f"pruning ({method})", total=loaded.config.num_hidden_layers) as advance:
             summary = prune_model(loaded, config, calib_tokens, quantize_bits=quantize_bits, group_size=group_size,
                                   progress=advance)

@@ -156,6 +156,78 @@ def evaluate_loss(model, data: PackedData, config: TrainConfig, device: torch.de
     return total / count
 
 
+def restore_checkpoint(resume: str | os.PathLike, config: TrainConfig, tokenizer=None) -> tuple[Path, dict, object]:
+    """The checkpoint folder and state to resume from, and the tokenizer saved with it (unless one is given)."""
+    folder, state = load_checkpoint(resume, config)
+    if tokenizer is None:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(folder / "model"))
+    return folder, state, tokenizer
+
+
+def load_checkpoint_weights(model, folder: Path, state: dict, data: PackedData, device: torch.device) -> None:
+    """Load a checkpoint's weights into ``model``, refusing one of another shape or corpus."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "model" / "model.safetensors"), device=str(device))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or any(k != "lm_head.weight" for k in missing):
+        raise LmforgeError(f"checkpoint {folder} does not match the model shape; start a new run")
+    if state.get("train_windows") != len(data.train):
+        raise LmforgeError(
+            f"checkpoint {folder} was trained on {state.get('train_windows')} windows of this "
+            f"corpus, it now has {len(data.train)}; resume on the same corpus and tokenizer"
+        )
+
+
+def train_step(forward, model, batch: torch.Tensor, micro: int, accumulation: int, world: int, bf16: bool,
+               optimizer, scheduler, grad_clip: float) -> torch.Tensor:
+    """One optimizer step over ``batch`` in micro-batches of ``micro`` (gradients accumulated, synced on the last);
+    returns the step's mean loss, averaged over processes."""
+    step_loss = torch.zeros((), device=batch.device)
+    for index, micro_batch in enumerate(batch.split(micro)):
+        last_micro = index == accumulation - 1
+        sync = forward.no_sync() if world > 1 and not last_micro else contextlib.nullcontext()
+        with sync, torch.autocast(batch.device.type, dtype=torch.bfloat16, enabled=bf16):
+            logits = forward(micro_batch[:, :-1]).logits
+            loss = F.cross_entropy(logits.float().flatten(0, 1), micro_batch[:, 1:].flatten())
+        (loss / accumulation).backward()
+        step_loss += loss.detach() / accumulation
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    if world > 1:
+        dist.all_reduce(step_loss, op=dist.ReduceOp.AVG)
+    return step_loss
+
+
+def training_state(step: int, config: TrainConfig, data: PackedData, optimizer, scheduler, losses: list[float],
+                   eval_losses: list[tuple[int, float]]) -> dict:
+    """Everything a resumed run needs to continue exactly: optimizer, schedule, RNG, the curves so far."""
+    return {
+        "step": step, "samples_seen": step * config.batch_size, "train_windows": len(data.train),
+        "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
+        "losses": losses, "eval_losses": eval_losses, "config": config.to_dict(),
+    }
+
+
+def resume_state(state: dict, optimizer, scheduler) -> tuple[int, list[float], list[tuple[int, float]]]:
+    """Restore optimizer, schedule and RNG from ``training_state``; returns the step and the curves so far."""
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return state["step"], list(state["losses"]), [tuple(e) for e in state["eval_losses"]]
+
+
+def steady_tokens_per_s(trained_steps: int, train_seconds: float, warmup_seconds: float, tokens_per_step: int) -> float:
+    """Throughput in the steady state: the first step (allocator and kernel warm-up) is left out when there are more."""
+    steps, seconds = (trained_steps - 1, train_seconds - warmup_seconds) if trained_steps > 1 else (trained_steps, train_seconds)
+    return steps * tokens_per_step / seconds if seconds > 0 else 0.0
+
+
 def pretrain(
     config: TrainConfig,
     out_dir: str | os.PathLike | None = None,
@@ -180,27 +252,13 @@ def pretrain(
 
     checkpoint_state = None
     if resume:
-        checkpoint_folder, checkpoint_state = load_checkpoint(resume, config)
-        if tokenizer is None:
-            from transformers import AutoTokenizer
-
-            tokenizer = AutoTokenizer.from_pretrained(str(checkpoint_folder / "model"))
+        checkpoint_folder, checkpoint_state, tokenizer = restore_checkpoint(resume, config, tokenizer)
     if data is None:
         tokenizer, data = prepare_data(config, corpus, tokenizer)
 
     model = build_model(config, tokenizer, device)
     if checkpoint_state is not None:
-        from safetensors.torch import load_file
-
-        weights = load_file(str(checkpoint_folder / "model" / "model.safetensors"), device=str(device))
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if unexpected or any(k != "lm_head.weight" for k in missing):
-            raise LmforgeError(f"checkpoint {checkpoint_folder} does not match the model shape; start a new run")
-        if checkpoint_state.get("train_windows") != len(data.train):
-            raise LmforgeError(
-                f"checkpoint {checkpoint_folder} was trained on {checkpoint_state.get('train_windows')} windows of this "
-                f"corpus, it now has {len(data.train)}; resume on the same corpus and tokenizer"
-            )
+        load_checkpoint_weights(model, checkpoint_folder, checkpoint_state, data, device)
     if config.gradient_checkpointing:
         model.gradient_checkpointing_enable()
     model.train()
@@ -211,11 +269,7 @@ def pretrain(
     eval_losses: list[tuple[int, float]] = []
     start_step = 0
     if checkpoint_state is not None:
-        optimizer.load_state_dict(checkpoint_state["optimizer"])
-        scheduler.load_state_dict(checkpoint_state["scheduler"])
-        set_rng_state(checkpoint_state["rng"])
-        start_step = checkpoint_state["step"]
-        losses, eval_losses = list(checkpoint_state["losses"]), [tuple(e) for e in checkpoint_state["eval_losses"]]
+        start_step, losses, eval_losses = resume_state(checkpoint_state, optimizer, scheduler)
         log(f"resumed from {checkpoint_folder} at step {start_step}")
 
     train_model = model
@@ -244,22 +298,8 @@ def pretrain(
     for step in range(start_step, last_step):
         step_start = time.perf_counter()
         batch = data.batch(step, config.batch_size, config.seed, rank, world).to(device)
-        step_loss = torch.zeros((), device=device)
-        for index, micro_batch in enumerate(batch.split(micro)):
-            last_micro = index == accumulation - 1
-            sync = train_model.no_sync() if world > 1 and not last_micro else contextlib.nullcontext()
-            with sync, torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = forward(micro_batch[:, :-1]).logits
-                loss = F.cross_entropy(logits.float().flatten(0, 1), micro_batch[:, 1:].flatten())
-            (loss / accumulation).backward()
-            step_loss += loss.detach() / accumulation
-        if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        if world > 1:
-            dist.all_reduce(step_loss, op=dist.ReduceOp.AVG)
+        step_loss = train_step(forward, model, batch, micro, accumulation, world, bf16, optimizer, scheduler,
+                               config.grad_clip)
         losses.append(step_loss.item())
         elapsed = time.perf_counter() - step_start
         train_seconds += elapsed
@@ -281,20 +321,14 @@ def pretrain(
             log(f"step {done}: eval loss {eval_losses[-1][1]:.4f}")
             window_start = time.perf_counter()
         if checkpoint_dir and (done == last_step or (config.checkpoint_interval and done % config.checkpoint_interval == 0)):
-            state = {
-                "step": done, "samples_seen": done * config.batch_size, "train_windows": len(data.train),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": rng_state(),
-                "losses": losses, "eval_losses": eval_losses, "config": config.to_dict(),
-            }
+            state = training_state(done, config, data, optimizer, scheduler, losses, eval_losses)
             if rank == 0:
                 last_checkpoint = save_checkpoint(checkpoint_dir, model, tokenizer, state, config.keep_checkpoints)
             if world > 1:
                 dist.barrier()
             window_start = time.perf_counter()
 
-    # Throughput is the steady state: the first step (allocator and kernel warm-up) is left out when there are more.
-    timed_steps, timed_seconds = (trained_steps - 1, train_seconds - warmup_seconds) if trained_steps > 1 else (trained_steps, train_seconds)
-    tokens_per_s = timed_steps * config.tokens_per_step / timed_seconds if timed_seconds > 0 else 0.0
+    tokens_per_s = steady_tokens_per_s(trained_steps, train_seconds, warmup_seconds, config.tokens_per_step)
     result = TrainResult(
         out_dir=out_dir, steps=len(losses), losses=losses, eval_losses=eval_losses, params=n_params,
         non_embedding_params=n_non_embedding, tokens=len(losses) * config.tokens_per_step,

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 import torch
 
-from lmforge.compress import (RTN, Magnitude, PruneConfig, Structured, is_quantized, prune, prune_then_quantize,
+from lmforge.compress import (RTN, PruneConfig, Structured, is_quantized, prune, prune_then_quantize,
                               save_quantized, save_sparse, structured_prune)
 from lmforge.compress.storage.sparse import SPARSE_FILE, load_sparse
 from lmforge.data import calibration_batches, load_corpus
@@ -36,10 +36,6 @@ def prune_model(model, config: PruneConfig | Structured, calibration: torch.Tens
     if quantize_bits:
         return prune_then_quantize(model, config, RTN(bits=quantize_bits, group_size=group_size), calibration)
     return prune(model, config, calibration, progress=progress).to_dict()
-
-
-def needs_calibration(config: PruneConfig | Structured) -> bool:
-    return not isinstance(config, Magnitude)
 
 
 def save_compressed(model, tokenizer, out: str | Path, metadata: dict[str, Any], *, sparse: bool) -> dict[str, int] | None:

@@ -26,6 +26,8 @@ class _PruneConfig:
     skip: tuple[str, ...] = ()
 
     method = "base"
+    needs_calibration = True  # the layer inputs, captured layer by layer
+    needs_hessian = False  # their second moments X·Xᵀ, not only the column norms
 
     def __post_init__(self) -> None:
         self.nm = parse_pattern(self.pattern)
@@ -56,6 +58,7 @@ class Magnitude(_PruneConfig):
     """Smallest |W| per row; needs no calibration data."""
 
     method = "magnitude"
+    needs_calibration = False
 
 
 @dataclass
@@ -75,6 +78,7 @@ class SparseGPT(_PruneConfig):
     sink_share: float = 0.1
 
     method = "sparsegpt"
+    needs_hessian = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -94,6 +98,7 @@ class Structured:
     sink_share: float = 0.1  # least share of the Hessian held by each sequence's first token (as SparseGPT)
 
     method = "structured"
+    needs_calibration = True
 
     def __post_init__(self) -> None:
         for name in ("head_fraction", "mlp_fraction"):

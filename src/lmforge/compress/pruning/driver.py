@@ -17,7 +17,7 @@ from torch import nn
 
 from lmforge.compress.pruning.config import Magnitude, PruneConfig, SparseGPT, Wanda
 from lmforge.compress.pruning.magnitude import magnitude_mask
-from lmforge.compress.pruning.masks import NM, sparsity_of
+from lmforge.compress.pruning.masks import sparsity_of
 from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, linear_input_stats
 from lmforge.compress.pruning.sparsegpt import sparsegpt_prune
 from lmforge.compress.pruning.wanda import wanda_mask
@@ -39,14 +39,22 @@ class PruneResult:
         return asdict(self)
 
 
-def _prune_linear(module: nn.Linear, config: PruneConfig, sparsity: float, stats) -> None:
-    weight = module.weight.data
-    nm: NM | None = config.nm
-    if isinstance(config, SparseGPT):
-        weight.copy_(sparsegpt_prune(weight, stats.sink_weighted_hessian(config.sink_share), sparsity, nm, config.block_size, config.damp))
-        return
-    mask = wanda_mask(weight, stats.sq_norm, sparsity, nm) if isinstance(config, Wanda) else magnitude_mask(weight, sparsity, nm)
-    weight.mul_(mask.to(weight.dtype))
+def _sparsegpt(weight: torch.Tensor, config: SparseGPT, sparsity: float, stats) -> None:
+    weight.copy_(sparsegpt_prune(weight, stats.sink_weighted_hessian(config.sink_share), sparsity, config.nm,
+                                 config.block_size, config.damp))
+
+
+def _wanda(weight: torch.Tensor, config: Wanda, sparsity: float, stats) -> None:
+    weight.mul_(wanda_mask(weight, stats.sq_norm, sparsity, config.nm).to(weight.dtype))
+
+
+def _magnitude(weight: torch.Tensor, config: Magnitude, sparsity: float, stats) -> None:
+    weight.mul_(magnitude_mask(weight, sparsity, config.nm).to(weight.dtype))
+
+
+# How each config type prunes one linear's weight in place, given that linear's input statistics: ``prune``
+# dispatches on the config's type through this table (a new method is a config class and one entry here).
+PRUNE_LINEAR: dict[type, Callable[..., None]] = {Magnitude: _magnitude, Wanda: _wanda, SparseGPT: _sparsegpt}
 
 
 @torch.no_grad()
@@ -62,8 +70,9 @@ def prune(
 
     Magnitude pruning ignores ``calibration``; Wanda and SparseGPT require it.
     """
-    if not isinstance(config, (Magnitude, Wanda, SparseGPT)):
-        raise LmforgeError(f"prune() takes Magnitude, Wanda or SparseGPT, not {type(config).__name__}")
+    if type(config) not in PRUNE_LINEAR:
+        raise LmforgeError(f"prune() takes {', '.join(t.__name__ for t in PRUNE_LINEAR)}, not {type(config).__name__} "
+                           "(structured pruning: structured_prune)")
     layers = decoder_layers(model)
     prefix = next(name for name, module in model.named_modules() if module is layers)
     started = time.perf_counter()
@@ -75,14 +84,14 @@ def prune(
         chosen = {name: sparsity for name, sparsity in wanted.items() if sparsity}
         # As in the reference implementations, all linears of a layer are measured before any is pruned.
         stats = (
-            linear_input_stats(layer, inputs, list(chosen), hessian=isinstance(config, SparseGPT))
+            linear_input_stats(layer, inputs, list(chosen), hessian=config.needs_hessian)
             if inputs is not None and chosen else {}
         )
         for name, sparsity in chosen.items():
-            _prune_linear(modules[name], config, sparsity, stats.get(name))
+            PRUNE_LINEAR[type(config)](modules[name].weight.data, config, sparsity, stats.get(name))
             done[f"{prefix}.{index}.{name}"] = sparsity_of(modules[name].weight)
 
-    if isinstance(config, Magnitude):
+    if not config.needs_calibration:
         for index, layer in enumerate(layers):
             process(index, layer, None)
             if progress:
@@ -100,7 +109,7 @@ def prune(
         sparsity=zeros / max(total, 1),
         pruned_parameters=zeros,
         seconds=time.perf_counter() - started,
-        calibration_shape=tuple(calibration.shape) if calibration is not None and not isinstance(config, Magnitude) else None,
+        calibration_shape=tuple(calibration.shape) if calibration is not None and config.needs_calibration else None,
     )
 
 

@@ -126,10 +126,9 @@ def quantize(
         report.calibration = {"samples": int(calibration.shape[0]), "seqlen": int(calibration.shape[1])}
     start = time.perf_counter()
     todo = set(names)
-    if isinstance(config, (GPTQ, AWQ)):
+    if (process := CALIBRATED_LAYER.get(type(config))) is not None:
         layer_names = {id(m): n for n, m in model.named_modules()}
         prefixes = [layer_names[id(layer)] for layer in decoder_layers(model)]
-        process = _gptq_layer if isinstance(config, GPTQ) else _awq_layer
 
         def process_layer(index: int, layer: nn.Module, inputs: LayerInputs) -> None:
             process(layer, prefixes[index], inputs, config, todo, report)
@@ -267,3 +266,8 @@ def _awq_layer(layer, prefix, inputs, config: AWQ, todo: set[str], report: Quant
             todo.discard(full)
             report.quantized[full] = {"method": "awq", "alpha": alpha, "folded": fold,
                                       "calib_error": error, "calib_error_rtn": rtn_error}
+
+
+# How each calibrated config type quantizes one decoder layer from its captured inputs: ``quantize`` dispatches on
+# the config's type through this table; a type not in it (RTN) needs no calibration and is rounded per linear.
+CALIBRATED_LAYER: dict[type, Callable[..., None]] = {GPTQ: _gptq_layer, AWQ: _awq_layer}
