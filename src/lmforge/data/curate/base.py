@@ -8,6 +8,8 @@ from collections import Counter
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Iterable, Iterator
 
+import numpy as np
+
 from lmforge.errors import LmforgeError
 
 
@@ -122,7 +124,8 @@ class GlobalStep(Step):
     """A step that decides from all documents at once (deduplication), in three phases:
 
     ``signature(doc)`` runs in the shard workers and returns a compact row (numpy-friendly);
-    ``decide(signatures)`` runs once over every shard's rows in a fixed order and returns, per shard,
+    ``decide(ids, signatures)`` runs once over every shard's document ids and stacked signature rows, in a
+    fixed order, and returns, per shard,
     ``{doc_index: (reason, detail)}`` for the documents to drop; the next stage applies it. The first
     document (in shard order) of a duplicate group is the one kept, so the result does not depend on
     how many workers ran.
@@ -133,7 +136,7 @@ class GlobalStep(Step):
     def signature(self, doc: Document) -> Any:
         raise NotImplementedError
 
-    def decide(self, signatures: list[list[Any]]) -> list[dict[int, tuple[str, str]]]:
+    def decide(self, ids: list[list[str]], signatures: list[np.ndarray]) -> list[dict[int, tuple[str, str]]]:
         raise NotImplementedError
 
     def process(self, doc: Document) -> None:

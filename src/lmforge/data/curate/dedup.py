@@ -48,8 +48,8 @@ class ExactDedup(GlobalStep):
         digest = xxhash.xxh3_128_digest(" ".join(normalized_words(doc.text)).encode())
         return np.frombuffer(digest, dtype=np.uint64)
 
-    def decide(self, ids, rows):
-        flat_ids, keys, where = _flatten(ids, rows)
+    def decide(self, ids: list[list[str]], signatures: list[np.ndarray]) -> list[dict[int, tuple[str, str]]]:
+        flat_ids, keys, where = _flatten(ids, signatures)
         if not flat_ids:
             return [{} for _ in ids]
         _, first, inverse = np.unique(keys.reshape(len(flat_ids), 2), axis=0, return_index=True, return_inverse=True)
@@ -79,11 +79,11 @@ class MinHashDedup(GlobalStep):
     def signature(self, doc: Document) -> np.ndarray:
         return self._hasher.signature(doc.text)
 
-    def decide(self, ids, rows):
+    def decide(self, ids: list[list[str]], signatures: list[np.ndarray]) -> list[dict[int, tuple[str, str]]]:
         self.setup()
-        flat_ids, signatures, where = _flatten(ids, rows)
+        flat_ids, stacked, where = _flatten(ids, signatures)
         if not flat_ids:
             return [{} for _ in ids]
-        labels = self._hasher.clusters(signatures.reshape(len(flat_ids), -1), self.threshold)
+        labels = self._hasher.clusters(stacked.reshape(len(flat_ids), -1), self.threshold)
         _count_clusters(self, labels)
         return _drops_from_labels(labels, ids, flat_ids, where, "near_duplicate")
