@@ -188,10 +188,12 @@ class CompressionResult(Result):
     kind: ClassVar[str] = "compress"
 
     def measured(self) -> list[Measured]:
-        return [Measured(self.output, self.output_metrics, "output"), Measured(self.base, self.base_metrics, "base")]
+        return [Measured(self.base, self.base_metrics, "base"), Measured(self.output, self.output_metrics, "output")]
 
     def metrics(self) -> dict[str, float]:
-        return {**super().metrics(), **{k: v for k, v in self.cost.items() if isinstance(v, (int, float))}}
+        """The made model's numbers unprefixed (what the run list shows), the base's under 'base.', then the cost."""
+        return {**self.output_metrics, **{f"base.{k}": v for k, v in self.base_metrics.items()},
+                **{k: v for k, v in self.cost.items() if isinstance(v, (int, float))}}
 
     def inputs(self) -> dict[str, dict[str, Any]]:
         found = {"model": _model_input(self.base)}
