@@ -23,7 +23,7 @@ FAMILIES = {
     "audit": "audit", "explain": "audit",
     "data": "data",
     "train": "training", "finetune": "training", "scale": "training",
-    "models": "model", "serve": "serving", "quickstart": "pipeline", "report": "report",
+    "models": "model", "serve": "serving", "report": "report",
 }
 
 # Name fragments that say which way a metric should move. Order matters: the first match wins.
@@ -98,14 +98,6 @@ def family(run: RunRecord) -> str:
     if run.result is not None:
         return _KINDS[run.result.kind]
     return FAMILIES.get(run.command.split()[0], "other")
-
-
-def short_name(model: str | None) -> str:
-    """A readable label: the folder name for paths, the text otherwise."""
-    if not model:
-        return "unknown model"
-    path = Path(model)
-    return path.name if len(path.parts) > 1 else model
 
 
 def recipe_brief(config: dict[str, Any]) -> str:
