@@ -1,9 +1,11 @@
 """Typed results: described from a real model, stored with a schema version, read back equal; old stores migrate."""
 
+import copy
 import json
 import sqlite3
 
 import pytest
+import torch
 
 from lmforge.errors import LmforgeError
 from lmforge.runs import (
@@ -68,6 +70,9 @@ def test_model_ref_describes_a_loaded_model_and_its_folder(tiny, tiny_folder):
     assert ref.model_bytes == sum(p.numel() * 4 for p in {p.data_ptr(): p for p in model.parameters()}.values()) + \
         sum(b.numel() * b.element_size() for b in model.buffers())
     assert ref.label == "tiny"
+    mixed = copy.deepcopy(model).to(torch.bfloat16)
+    mixed.model.norm.float()  # one small float32 tensor among bfloat16 ones
+    assert ModelRef.describe(mixed, "mixed").dtype == "bfloat16"
 
 
 def test_a_result_from_a_newer_lmforge_is_refused_in_one_line():
