@@ -75,6 +75,19 @@ def test_model_ref_describes_a_loaded_model_and_its_folder(tiny, tiny_folder):
     assert ModelRef.describe(mixed, "mixed").dtype == "bfloat16"
 
 
+def test_a_quantized_model_keeps_its_parameter_count(tiny):
+    from lmforge.compress.config import RTN
+    from lmforge.compress.quantize import quantize
+
+    model, _ = tiny
+    before = ModelRef.describe(model, "tiny")
+    quantized = copy.deepcopy(model)
+    quantize(quantized, RTN(bits=4, group_size=32))
+    after = ModelRef.describe(quantized, "tiny-int4")
+    assert after.parameters == before.parameters
+    assert after.model_bytes < before.model_bytes
+
+
 def test_a_result_from_a_newer_lmforge_is_refused_in_one_line():
     with pytest.raises(LmforgeError, match="upgrade lmforge"):
         result_from_dict(ONE_OF_EACH[0].to_dict(), SCHEMA_VERSION + 1)

@@ -66,6 +66,7 @@ class ModelRef:
         from lmforge.models.info import model_info  # a base package; imported late so runs loads without torch
 
         info = model_info(model, folder=folder)
+        info["parameters"] += _packed_parameters(model)
         by_dtype = info.pop("bytes_by_dtype")
         return cls(name=str(name), path=str(Path(folder).resolve()) if folder else None,
                    hash=content_hash(folder) if folder and Path(folder).exists() else None,
@@ -82,6 +83,17 @@ class ModelRef:
         """A readable name: a zoo or hub name as given, a folder or file by its last part."""
         given_a_path = self.path is not None and Path(self.name).expanduser().resolve() == Path(self.path)
         return Path(self.name).name if given_a_path else self.name
+
+
+def _packed_parameters(model) -> int:
+    """Weights a packed layer (a quantized linear) holds as buffers, counted as the parameters they stand for,
+    so a model has the same number of parameters before and after quantization."""
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "in_features") and not any(True for _ in module.parameters(recurse=False)):
+            count += module.in_features * module.out_features
+            count += module.out_features if getattr(module, "bias", None) is not None else 0
+    return count
 
 
 @dataclass
