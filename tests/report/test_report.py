@@ -238,6 +238,43 @@ def test_the_quickstart_evaluation_has_one_column_per_model_with_every_metric_me
         "+10.0%", "-1.7%", "+135.3%", "", "-70.3%"]  # ppl, acc, tok/s, disk (base's unknown), RAM
 
 
+def test_the_quickstart_recorded_the_old_way_also_reads_as_one_column_per_model(tmp_path):
+    """Today's CLI records flat metrics; each run gets its typed result from them, and the table is the same shape."""
+    from lmforge.report import report_context
+    from lmforge.runs import record_run
+
+    int4, wanda = tmp_path / "smollm2-gptq-int4-g64", tmp_path / "smollm2-wanda50"
+    for folder in (int4, wanda):
+        folder.mkdir()
+        (folder / "config.json").write_text(f'{{"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 30, '
+                                            f'"_name_or_path": "{folder.name}"}}')
+    store = RunStore(tmp_path / "runs.sqlite")
+    calls = [
+        ("compress", {"model": "smollm2-135m", "method": "gptq", "bits": 4, "group_size": 64},
+         {"model": "smollm2-135m"}, {"baseline.wikitext2_ppl": 21.9, "baseline.arc_easy_acc": 0.58,
+                                     "quantized.wikitext2_ppl": 24.1, "quantized.arc_easy_acc": 0.57}, int4),
+        ("prune", {"method": "wanda", "sparsity": 0.5}, {"model": "smollm2-135m"}, {"sparsity": 0.5}, wanda),
+        ("eval", {"model": str(wanda)}, {"model": str(wanda)}, {"wikitext2.ppl": 70.2, "speed.model_bytes": 538e6}, None),
+        ("eval", {"model": str(wanda)}, {"model": str(wanda)}, {"arc_easy.acc": 0.45}, None),
+        ("audit", {"model": "smollm2-135m", "compare": str(int4), "suites": ["bias"]},
+         {"smollm2-135m": "smollm2-135m", str(int4): str(int4)},
+         {"crows_pct_stereotype": 56.0, "compare.crows_pct_stereotype": 57.5}, None),
+    ]
+    for command, config, inputs, metrics, made in calls:
+        with record_run(command, config=config, inputs=inputs, store=store, measure_energy=False) as run:
+            run.log_metrics(metrics)
+            if made:
+                run.add_artifact("model", made)
+    ctx = report_context(store.list(limit=None))
+    assert [c["label"] for c in ctx["evaluation"]["columns"]] == [
+        "smollm2-135m", "smollm2-135m · gptq int4 g64", "smollm2-135m · wanda 50%"]
+    rows = {r["metric"]: r["raw"] for r in ctx["evaluation"]["rows"]}
+    assert rows["wikitext2.ppl"] == [21.9, 24.1, 70.2] and rows["arc_easy.acc"] == [0.58, 0.57, 0.45]
+    assert rows["crows_pct_stereotype"] == [56.0, 57.5, None]
+    assert "smollm2-135m · gptq int4 g64: LlamaForCausalLM, 30 layers" in {
+        item["ref"]: item for item in ctx["annex"]}["1.1(d)"]["value"]
+
+
 def test_odd_records_do_not_break_the_report(tmp_path):
     from lmforge.runs import record_run
 

@@ -122,6 +122,7 @@ def test_a_store_that_cannot_be_written_costs_a_warning_not_the_results(fault, t
             run.log_metrics({"wikitext2.ppl": 12.5})
             computed = {"ppl": 12.5}
     assert computed == {"ppl": 12.5}  # the block ran to its end, no traceback
+    assert run.artifacts_dir.parent == tmp_path / "tmp" / "lmforge-artifacts"  # outputs go where they can be written
     warnings = [r.getMessage() for r in caplog.records]
     assert any("cannot be written" in w and "not recorded" in w for w in warnings), warnings
     kept = json.loads((tmp_path / "tmp" / "lmforge-unsaved-runs" / f"{run.id}.json").read_text())

@@ -50,7 +50,7 @@ def _architecture(ctx: dict[str, Any]) -> str | None:
         if "dtype" in facts:
             bits.append(f"weights in {facts['dtype']}")
         if "layers" in facts:
-            bits.append(f"{facts['layers']} layers, hidden size {facts.get('hidden_size', '?')}")
+            bits.append(f"{facts['layers']} layers" + (f", hidden size {facts['hidden_size']}" if "hidden_size" in facts else ""))
         if bits:
             described.append(f"{model['label']}: " + ", ".join(bits))
     return "; ".join(described) or None

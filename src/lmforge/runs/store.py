@@ -405,7 +405,9 @@ def record_run(
         store = None
     run = Run(store, command, dict(config or {}), {k: describe_input(v) for k, v in (inputs or {}).items()})
     lock = _hold_lock(store, run.id) if store else None
-    store = _write(store, run.record)
+    if store is not None and _write(store, run.record) is None:  # nothing stored: artifacts go to a temporary folder
+        _release_lock(store, run.id, lock)
+        lock = store = run.store = None
     meter = None
     if measure_energy:
         with contextlib.suppress(ImportError):
@@ -430,8 +432,8 @@ def record_run(
                 run.record.result = legacy.upgrade(run.record)
         if _write(store, run.record) is None and (aside := _save_aside(run.record)):
             log.warning("run %s is kept in %s", run.id, aside)
-        if run.store is not None:
-            _release_lock(run.store, run.id, lock)
+        if store is not None:
+            _release_lock(store, run.id, lock)
 
 
 def _write(store: RunStore | None, record: RunRecord) -> RunStore | None:
