@@ -146,3 +146,19 @@ def test_a_store_of_the_first_layout_opens_and_its_runs_get_typed_results(tmp_pa
         assert db.execute("PRAGMA user_version").fetchone()[0] == 2
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert [r.id for r in RunStore(path).list()] == ["r4", "r3", "r2", "r1"]  # reopening migrates nothing twice
+
+
+def test_an_old_store_that_cannot_be_migrated_is_still_read_with_typed_results(tmp_path, monkeypatch):
+    path = tmp_path / "runs.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(_LAYOUT_0)
+        _old_row(db, "r1", "eval", 1.0, {"model": "m"}, {"model": "m"}, {"arc_easy.acc": 0.5})
+
+    def read_only(self):
+        db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        db.row_factory = sqlite3.Row
+        return db
+
+    monkeypatch.setattr(RunStore, "_connect", read_only)
+    store = RunStore(path)
+    assert store.read_only and store.get("r1").result.measured()[0].metrics == {"arc_easy.acc": 0.5}

@@ -226,6 +226,8 @@ class RunStore:
         record = RunRecord(**values)
         if result:
             record.result = result_from_dict(json.loads(result), record.schema_version or SCHEMA_VERSION)
+        elif self.read_only and "result" not in row.keys():  # an old store we may read but not migrate
+            record.result = legacy.upgrade(record)
         return record
 
     def list(self, limit: int | None = 20, command: str | None = None) -> list[RunRecord]:
