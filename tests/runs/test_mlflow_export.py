@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -14,9 +15,9 @@ if os.environ.get("CI"):  # an installed extra under CI: a missing mlflow must f
 else:
     pytest.importorskip("mlflow")
 
-from mlflow.tracking import MlflowClient  # noqa: E402
+from mlflow.tracking import MlflowClient
 
-from lmforge.runs.mlflow_export import export_runs  # noqa: E402
+from lmforge.runs.mlflow_export import export_runs
 
 
 def _store(tmp_path):
@@ -66,10 +67,10 @@ def test_runs_round_trip_through_a_file_store_mlflow(tmp_path):
     assert tags["lmforge.version.torch"] == record.versions["torch"]
     files = {a.path for a in client.list_artifacts(exported[0].mlflow_run_id)}
     assert files == {"lmforge_run.json", "loss.png"}
-    local = client.download_artifacts(exported[0].mlflow_run_id, "lmforge_run.json", str(tmp_path / "dl"))
-    assert json.loads(open(local).read())["result"]["steps"][0] == {"step": 1, "train_loss": 8.0}
-    assert open(client.download_artifacts(exported[0].mlflow_run_id, "loss.png", str(tmp_path / "dl")), "rb").read() \
-        == plot.read_bytes()
+    local = Path(client.download_artifacts(exported[0].mlflow_run_id, "lmforge_run.json", str(tmp_path / "dl")))
+    assert json.loads(local.read_text())["result"]["steps"][0] == {"step": 1, "train_loss": 8.0}
+    image = Path(client.download_artifacts(exported[0].mlflow_run_id, "loss.png", str(tmp_path / "dl")))
+    assert image.read_bytes() == plot.read_bytes()
 
     compress = by_id[compress_id]
     assert compress.data.metrics == {"wikitext2.ppl": 24.1, "base.wikitext2.ppl": 21.9, "compress_seconds": 61.0}
@@ -85,7 +86,7 @@ def test_the_cli_exports_the_chosen_runs(tmp_path):
 
     from lmforge.cli.main import app
 
-    store, train_id, compress_id, _, _ = _store(tmp_path)
+    store, _, compress_id, _, _ = _store(tmp_path)
     uri = (tmp_path / "mlruns").as_uri()
     result = CliRunner().invoke(app, ["runs", "export", "--to", "mlflow", "--tracking-uri", uri, "--store",
                                       str(store.path), "compress"])
