@@ -162,3 +162,19 @@ def test_an_old_store_that_cannot_be_migrated_is_still_read_with_typed_results(t
     monkeypatch.setattr(RunStore, "_connect", read_only)
     store = RunStore(path)
     assert store.read_only and store.get("r1").result.measured()[0].metrics == {"arc_easy.acc": 0.5}
+
+
+def test_training_runs_recorded_the_old_way_keep_their_loss_curve(tmp_path):
+    store = RunStore(tmp_path / "runs.sqlite")
+    with record_run("train", config={"lr": 3e-3}, inputs={"corpus": "wikitext2"}, store=store,
+                    measure_energy=False) as train:  # what `lmforge train` logs: TrainResult.metrics()
+        train.log_metrics({"params": 836448, "final_eval_loss": 7.3, "eval_losses": [[10, 7.9], [20, 7.3]]})
+        train.add_artifact("model", tmp_path)
+    with record_run("finetune", config={"model": "smollm2-135m"}, inputs={"model": "smollm2-135m", "data": "arc_easy"},
+                    store=store, measure_energy=False) as finetune:  # FinetuneResult.metrics() holds every step's loss
+        finetune.log_metrics({"losses": [2.0, 1.5], "trainable_params": 4096})
+    trained, tuned = store.get(train.id).result, store.get(finetune.id).result
+    assert trained.history() == [{"step": 10, "eval_loss": 7.9}, {"step": 20, "eval_loss": 7.3}]
+    assert trained.model.parameters == 836448 and trained.data["corpus"].name == "wikitext2"
+    assert tuned.history() == [{"step": 1, "train_loss": 2.0}, {"step": 2, "train_loss": 1.5}]
+    assert tuned.base.name == "smollm2-135m" and tuned.data["data"].name == "arc_easy"
