@@ -55,6 +55,7 @@ def test_results_say_what_they_are_about():
     assert train.history() == [{"step": 1, "train_loss": 8.0}, {"step": 2, "train_loss": 7.5, "eval_loss": 7.6},
                                {"step": 3, "train_loss": 7.2, "eval_loss": 7.3}]
     assert [(role, m.hash) for role, m in audit.models()] == [("audited", "sha256:bb"), ("compared", "sha256:aa")]
+    assert audit.metrics() == {"crows_pct_stereotype": 56.2, "compare.crows_pct_stereotype": 54.7}
     assert ONE_OF_EACH[0].measured()[0].metrics == {"wikitext2.ppl": 21.9, "wikitext2.tokens": 8192.0,
                                                     "arc_easy.acc": 0.58}
 

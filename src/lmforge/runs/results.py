@@ -279,6 +279,10 @@ class AuditResult(Result):
             found.append(Measured(self.compare, self.compare_scores, "compared"))
         return found
 
+    def metrics(self) -> dict[str, float]:
+        """The audited model's scores, the compared model's under 'compare.' (as `lmforge audit` has named them)."""
+        return {**self.scores, **{f"compare.{k}": v for k, v in self.compare_scores.items()}}
+
     def inputs(self) -> dict[str, dict[str, Any]]:
         return {"model": _model_input(self.model), **({"compare": _model_input(self.compare)} if self.compare else {})}
 
