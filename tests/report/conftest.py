@@ -93,7 +93,7 @@ def store(tmp_path):
     out = tmp_path / "out" / "smollm2-gptq-int4-g64"
     for folder in (base, out):
         folder.mkdir(parents=True)
-        (folder / "config.json").write_text("{}")
+        (folder / "config.json").write_text(f'{{"_name_or_path": "{folder.name}"}}')  # two models, two hashes
     run_store = RunStore(tmp_path / ".lmforge" / "runs.sqlite")
     populate(run_store, str(base), str(out))
     return run_store

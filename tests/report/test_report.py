@@ -171,22 +171,108 @@ def test_training_runs_fill_compute_design_and_data_items(tmp_path):
     assert ("final_eval_loss", "7.35") in ctx["data"]["training"][0]["metrics"]
 
 
-def test_a_quickstart_run_reads_as_one_column_per_model_variant(tmp_path):
+def _quickstart_store(tmp_path):
+    """The runs the quickstart leaves, recorded as typed results (compress, prune, two evals of the pruned model,
+    an audit of base vs int4), the way the workflows record them."""
+    from lmforge.runs import AuditResult, CompressionResult, EvalResult, ModelRef, PruningResult, record_run
+
+    def model(name, digest, dtype, params=134515008):
+        return ModelRef(name=name, path=str(tmp_path / name), hash=f"sha256:{digest}", architecture="LlamaForCausalLM",
+                        model_type="llama", parameters=params, dtype=dtype, layers=30, hidden_size=576,
+                        context_length=8192, vocab_size=49152)
+
+    base = ModelRef(**{**vars(model("smollm2-135m", "b", "float32")), "path": str(tmp_path / "zoo")})
+    int4, pruned = model("quickstart/int4", "q", "int32"), model("quickstart/wanda", "w", "float32")
+    results = [
+        ("compress", CompressionResult(
+            base=base, output=int4, recipe={"method": "gptq", "bits": 4, "group_size": 64},
+            base_metrics={"wikitext2.ppl": 21.9, "arc_easy.acc": 0.58, "speed.decode_tokens_per_s": 17.0,
+                          "model_bytes": 538e6},
+            output_metrics={"wikitext2.ppl": 24.1, "arc_easy.acc": 0.57, "speed.decode_tokens_per_s": 40.0,
+                            "model_bytes": 160e6, "disk_bytes": 121e6},
+            cost={"compress_seconds": 60.0})),
+        ("prune", PruningResult(base=base, output=pruned, recipe={"method": "wanda", "sparsity": 0.5},
+                                details={"sparsity": 0.5})),
+        ("eval", EvalResult(pruned, {"wikitext2": {"ppl": 70.2}, "speed": {"decode_tokens_per_s": 15.0,
+                                                                             "model_bytes": 538e6}})),
+        ("eval", EvalResult(pruned, {"arc_easy": {"acc": 0.45}})),
+        ("audit", AuditResult(base, ["bias"], {"crows_pct_stereotype": 56.0}, compare=int4,
+                              compare_scores={"crows_pct_stereotype": 57.5})),
+    ]
+    store = RunStore(tmp_path / "runs.sqlite")
+    for command, result in results:
+        with record_run(command, store=store, measure_energy=False) as run:
+            run.log_result(result)
+    return store, results
+
+
+def test_the_quickstart_evaluation_has_one_column_per_model_with_every_metric_measured_for_it(tmp_path):
+    from lmforge.report import report_context
+
+    store, results = _quickstart_store(tmp_path)
+    assert [r.result for r in store.list(limit=None)[::-1]] == [result for _, result in results]  # read back by field
+    ctx = report_context(store.list(limit=None))
+    evaluation = ctx["evaluation"]
+    assert [c["label"] for c in evaluation["columns"]] == [
+        "smollm2-135m", "smollm2-135m · gptq int4 g64", "smollm2-135m · wanda 50%"]
+    rows = {r["metric"]: r["raw"] for r in evaluation["rows"]}
+    assert rows["wikitext2.ppl"] == [21.9, 24.1, 70.2]  # base and int4 from the compress run, pruned from an eval
+    assert rows["arc_easy.acc"] == [0.58, 0.57, 0.45]  # the pruned model's second eval run lands in its column
+    assert rows["speed.decode_tokens_per_s"] == [17.0, 40.0, 15.0]
+    assert rows["crows_pct_stereotype"] == [56.0, 57.5, None]  # the audit's scores, by model
+    assert rows["model_bytes"] == [538e6, 160e6, 538e6] and "compress_seconds" not in rows  # a cost, not a score
+    assert {r["metric"]: r["best"] for r in evaluation["rows"]}["wikitext2.ppl"] == 0
+    assert sorted((p["label"], p["size_mb"]) for p in evaluation["points"]) == [
+        ("smollm2-135m", 538.0), ("smollm2-135m · gptq int4 g64", 121.0), ("smollm2-135m · wanda 50%", 538.0)]
+    annex = {item["ref"]: item for item in ctx["annex"]}
+    architecture = annex["1.1(d)"]["value"]
+    for label, dtype in (("smollm2-135m", "float32"), ("smollm2-135m · gptq int4 g64", "int32"),
+                         ("smollm2-135m · wanda 50%", "float32")):
+        assert f"{label}: LlamaForCausalLM, llama, 134,515,008 parameters, weights in {dtype}, 30 layers" in architecture
+    assert "context of 8,192 tokens" in annex["1.1(e)"]["value"]
+    filled = {ref for ref, item in annex.items() if item["status"] == "filled"}
+    assert filled >= {"1.1(c)", "1.1(d)", "1.1(e)", "1.2(a)", "1.2(b)", "1.2(c)", "2.1", "2.3"}
+    steps = {s["result"]: s for s in ctx["compression"]["steps"]}
+    assert steps["smollm2-135m · gptq int4 g64"]["base_hash"] == "sha256:b"
+    assert [h["change"] for h in steps["smollm2-135m · gptq int4 g64"]["headline"]] == [
+        "+10.0%", "-1.7%", "+135.3%", "", "-70.3%"]  # ppl, acc, tok/s, disk (base's unknown), RAM
+
+
+def test_the_quickstart_recorded_the_old_way_also_reads_as_one_column_per_model(tmp_path):
+    """Today's CLI records flat metrics; each run gets its typed result from them, and the table is the same shape."""
     from lmforge.report import report_context
     from lmforge.runs import record_run
 
+    int4, wanda = tmp_path / "smollm2-gptq-int4-g64", tmp_path / "smollm2-wanda50"
+    for folder in (int4, wanda):
+        folder.mkdir()
+        (folder / "config.json").write_text(f'{{"architectures": ["LlamaForCausalLM"], "num_hidden_layers": 30, '
+                                            f'"_name_or_path": "{folder.name}"}}')
     store = RunStore(tmp_path / "runs.sqlite")
-    with record_run("quickstart", config={"model": "smollm2-135m"}, store=store, measure_energy=False) as run:
-        run.log_metrics({"fp32.wikitext2_ppl": 21.9, "fp32.model_bytes": 538e6, "fp32.arc_easy_acc": 0.58,
-                         "gptq-int4-g64.wikitext2_ppl": 24.1, "gptq-int4-g64.model_bytes": 160e6,
-                         "gptq-int4-g64.arc_easy_acc": 0.57})
-    evaluation = report_context(store.list(limit=None))["evaluation"]
-    assert [c["label"].split(" (")[0] for c in evaluation["columns"]] == ["fp32", "gptq-int4-g64"]
-    rows = {r["metric"]: r for r in evaluation["rows"]}
-    assert rows["wikitext2_ppl"]["raw"] == [21.9, 24.1] and rows["wikitext2_ppl"]["best"] == 0
-    assert rows["arc_easy_acc"]["best"] == 0 and rows["model_bytes"]["best"] == 1
-    assert sorted((p["label"], p["size_mb"]) for p in evaluation["points"]) == [("fp32", 538.0), ("gptq-int4-g64", 160.0)]
-    assert evaluation["plot"].startswith("data:image/png;base64,")
+    calls = [
+        ("compress", {"model": "smollm2-135m", "method": "gptq", "bits": 4, "group_size": 64},
+         {"model": "smollm2-135m"}, {"baseline.wikitext2_ppl": 21.9, "baseline.arc_easy_acc": 0.58,
+                                     "quantized.wikitext2_ppl": 24.1, "quantized.arc_easy_acc": 0.57}, int4),
+        ("prune", {"method": "wanda", "sparsity": 0.5}, {"model": "smollm2-135m"}, {"sparsity": 0.5}, wanda),
+        ("eval", {"model": str(wanda)}, {"model": str(wanda)}, {"wikitext2.ppl": 70.2, "speed.model_bytes": 538e6}, None),
+        ("eval", {"model": str(wanda)}, {"model": str(wanda)}, {"arc_easy.acc": 0.45}, None),
+        ("audit", {"model": "smollm2-135m", "compare": str(int4), "suites": ["bias"]},
+         {"smollm2-135m": "smollm2-135m", str(int4): str(int4)},
+         {"crows_pct_stereotype": 56.0, "compare.crows_pct_stereotype": 57.5}, None),
+    ]
+    for command, config, inputs, metrics, made in calls:
+        with record_run(command, config=config, inputs=inputs, store=store, measure_energy=False) as run:
+            run.log_metrics(metrics)
+            if made:
+                run.add_artifact("model", made)
+    ctx = report_context(store.list(limit=None))
+    assert [c["label"] for c in ctx["evaluation"]["columns"]] == [
+        "smollm2-135m", "smollm2-135m · gptq int4 g64", "smollm2-135m · wanda 50%"]
+    rows = {r["metric"]: r["raw"] for r in ctx["evaluation"]["rows"]}
+    assert rows["wikitext2.ppl"] == [21.9, 24.1, 70.2] and rows["arc_easy.acc"] == [0.58, 0.57, 0.45]
+    assert rows["crows_pct_stereotype"] == [56.0, 57.5, None]
+    assert "smollm2-135m · gptq int4 g64: LlamaForCausalLM, 30 layers" in {
+        item["ref"]: item for item in ctx["annex"]}["1.1(d)"]["value"]
 
 
 def test_odd_records_do_not_break_the_report(tmp_path):

@@ -30,13 +30,18 @@ def test_a_failing_command_is_recorded_as_failed(tmp_path):
 
 
 def test_lookup_by_prefix_and_latest(tmp_path):
+    from lmforge.runs import RunRecord
+
     store = RunStore(tmp_path / "runs.sqlite")
-    ids = []
-    for i in range(3):
-        with record_run("eval", config={"i": i}, store=store, measure_energy=False) as run:
-            ids.append(run.id)
+    ids = ["20260101-000000-aaaaaa", "20260101-000001-aabbbb", "20260101-000002-cccccc"]
+    for i, run_id in enumerate(ids):
+        store.insert(RunRecord(id=run_id, command="eval", status="ok", started=float(i), ended=i + 1.0, host=None))
     assert store.get("latest").id == ids[-1]
-    assert store.get(ids[0][-6:][:0] + ids[0]).id == ids[0]
+    assert store.get("20260101-000001").id == ids[1]  # a prefix, not the whole id
+    assert store.get("20260101-000002-c").id == ids[2]
+    assert store.get(ids[0]).id == ids[0]
+    with pytest.raises(LmforgeError, match="matches 3 runs"):
+        store.get("20260101-00000")
     assert [r.id for r in store.list()] == ids[::-1]
     with pytest.raises(LmforgeError, match="no run"):
         store.get("zzz")

@@ -1,4 +1,4 @@
-"""`lmforge runs list | show`."""
+"""`lmforge runs list | show | export`."""
 
 from __future__ import annotations
 
@@ -46,3 +46,23 @@ def show_command(
 ) -> None:
     """Everything recorded for one run, as JSON."""
     console.print_json(json.dumps(RunStore(store).get(run_id).to_dict(), default=str))
+
+
+@runs_app.command("export")
+def export_command(
+    runs: list[str] = typer.Argument(None, help="run ids, unique prefixes, 'latest' or a command name (default: all)"),
+    to: str = typer.Option("mlflow", "--to", help="where to: mlflow"),
+    tracking_uri: str = typer.Option(None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI, else ./mlruns)"),
+    experiment: str = typer.Option("lmforge", help="MLflow experiment name"),
+    store: str = typer.Option(None, help="run store path"),
+) -> None:
+    """Copy runs to MLflow: params, metrics (with per-step history for training), tags, input hashes, artifacts."""
+    from lmforge.errors import LmforgeError
+    from lmforge.report import select_runs
+    from lmforge.runs.mlflow_export import export_runs
+
+    if to != "mlflow":
+        raise LmforgeError(f"--to {to}: the only export target is mlflow")
+    exported = export_runs(select_runs(RunStore(store), runs), tracking_uri, experiment)
+    print_table(f"exported to MLflow experiment '{experiment}'", ["run", "MLflow run", ""],
+                [(e.run_id, e.mlflow_run_id, "already there" if e.skipped else "written") for e in exported])

@@ -47,8 +47,10 @@ def _architecture(ctx: dict[str, Any]) -> str | None:
         bits = [str(facts[k]) for k in ("architecture", "model_type") if k in facts]
         if "parameters" in facts:
             bits.append(f"{fmt(facts['parameters'])} parameters")
+        if "dtype" in facts:
+            bits.append(f"weights in {facts['dtype']}")
         if "layers" in facts:
-            bits.append(f"{facts['layers']} layers, hidden size {facts.get('hidden_size', '?')}")
+            bits.append(f"{facts['layers']} layers" + (f", hidden size {facts['hidden_size']}" if "hidden_size" in facts else ""))
         if bits:
             described.append(f"{model['label']}: " + ", ".join(bits))
     return "; ".join(described) or None
@@ -123,8 +125,7 @@ def _evaluations(ctx: dict[str, Any]) -> str | None:
     evaluation, bias = ctx["evaluation"], ctx["bias"]
     parts = []
     if evaluation["rows"]:
-        parts.append(f"{len(evaluation['columns'])} evaluation run(s), {len(evaluation['rows'])} metrics "
-                     f"(see Evaluation)")
+        parts.append(f"{len(evaluation['columns'])} model(s), {len(evaluation['rows'])} metrics (see Evaluation)")
     if bias["rows"]:
         parts.append(f"bias audit on {len({r['model'] for r in bias['rows']})} model(s) (see Bias)")
     return "; ".join(parts) or None

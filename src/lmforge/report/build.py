@@ -15,7 +15,7 @@ from lmforge.errors import LmforgeError
 from lmforge.io import atomic_path, read_yaml_mapping
 from lmforge.report import sections
 from lmforge.report.annex import annex_xi
-from lmforge.report.records import model_names, task_metric
+from lmforge.report.records import Catalog, task_metric
 from lmforge.runs import RunRecord, RunStore
 
 # (anchor, title) of every section, in order; each is rendered even when nothing was recorded for it.
@@ -72,17 +72,17 @@ def report_context(runs: list[RunRecord], card: dict[str, Any] | None = None, st
     card = card or {}
     ctx: dict[str, Any] = {"runs": runs, "card": card, "store": store_path,
                            "generated": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
-    names = model_names(runs)
-    ctx["model"] = sections.model_details(runs, card, names)
-    ctx["evaluation"] = sections.evaluation(runs, names)
-    ctx["bias"] = sections.bias(runs, names)
-    ctx["robustness"] = sections.robustness(runs, names)
-    ctx["compression"] = sections.compression(runs, names)
+    catalog = Catalog(runs)
+    ctx["model"] = sections.model_details(runs, card, catalog)
+    ctx["evaluation"] = sections.evaluation(runs, catalog)
+    ctx["bias"] = sections.bias(runs, catalog)
+    ctx["robustness"] = sections.robustness(runs, catalog)
+    ctx["compression"] = sections.compression(runs, catalog)
     ctx["energy"] = sections.energy(runs)
-    ctx["data"] = sections.training_data(runs, names)
+    ctx["data"] = sections.training_data(runs, catalog)
     ctx["limitations"] = sections.derived_limitations(ctx["bias"], ctx["compression"], ctx["data"]["evaluated_on"])
     ctx["annex"] = annex_xi(ctx)
-    ctx["all_runs"] = sections.all_metrics(runs, names)
+    ctx["all_runs"] = sections.all_metrics(runs, catalog)
     ctx["sections"] = SECTIONS
     ctx["summary"] = _summary(ctx)
     return ctx

@@ -1,4 +1,4 @@
-"""Reading run records: flat metric names, what a metric's good direction is, which model a run was about.
+"""Reading run records: flat metric names, what a metric's good direction is, which models the runs were about.
 
 Commands record metrics as nested dicts (``{"wikitext2": {"ppl": 21.9}}``) or
 dotted names (``"wikitext2.ppl"``); both become dotted names here, so every
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import math
 import re
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
-from lmforge.runs import RunRecord
+from lmforge.runs import ModelRef, RunRecord
 
 # Command families, by the first word of the recorded command.
 FAMILIES = {
@@ -22,7 +22,7 @@ FAMILIES = {
     "audit": "audit", "explain": "audit",
     "data": "data",
     "train": "training", "finetune": "training", "scale": "training",
-    "models": "model", "serve": "serving", "quickstart": "pipeline", "report": "report",
+    "models": "model", "serve": "serving", "report": "report",
 }
 
 # Name fragments that say which way a metric should move. Order matters: the first match wins.
@@ -89,48 +89,14 @@ def badness(metric: str, value: float) -> float | None:
     return None
 
 
+_KINDS = {"eval": "evaluation", "compress": "compression", "prune": "compression", "train": "training",
+          "audit": "audit", "curate": "data"}
+
+
 def family(run: RunRecord) -> str:
+    if run.result is not None:
+        return _KINDS[run.result.kind]
     return FAMILIES.get(run.command.split()[0], "other")
-
-
-def path_or_text(value: Any) -> str | None:
-    """A recorded model reference as one spelling: existing paths absolute, names as given."""
-    if isinstance(value, dict):
-        value = value.get("path") or value.get("name")
-    if value in (None, ""):
-        return None
-    path = Path(str(value)).expanduser()
-    return str(path.resolve()) if path.exists() else str(value)
-
-
-def model_of(run: RunRecord) -> str | None:
-    """The model a run read (a zoo name, folder or hub id), as recorded."""
-    for source in (run.inputs, run.config):
-        for key in ("model", "base_model", "student", "model_path"):
-            if found := path_or_text(source.get(key)):
-                return found
-    if run.command.startswith("models pull"):
-        return path_or_text(run.config.get("name"))
-    return None
-
-
-def output_of(run: RunRecord) -> str | None:
-    """The model a run wrote, if it wrote one."""
-    for key in ("model", "output", "out", "compressed_model"):
-        if found := path_or_text(run.artifacts.get(key)):
-            return found
-    for key in ("output", "out", "output_dir"):
-        if found := path_or_text(run.config.get(key)):
-            return found
-    return None
-
-
-def short_name(model: str | None) -> str:
-    """A readable label: the folder name for paths, the text otherwise."""
-    if not model:
-        return "unknown model"
-    path = Path(model)
-    return path.name if len(path.parts) > 1 else model
 
 
 def recipe_brief(config: dict[str, Any]) -> str:
@@ -148,24 +114,63 @@ def recipe_brief(config: dict[str, Any]) -> str:
     return " ".join(parts)
 
 
-def model_names(runs: list[RunRecord]) -> dict[str, str]:
-    """Readable names for recorded model paths: a pulled zoo folder by its zoo name, a compressed one by its recipe."""
-    names: dict[str, str] = {}
-    for run in sorted(runs, key=lambda r: r.started):
-        output = output_of(run)
-        if not output:
-            continue
-        if run.command.startswith("models pull") and run.config.get("name"):
-            names[output] = str(run.config["name"])
-        elif family(run) == "compression":
-            base = model_of(run)
-            brief = recipe_brief(run.config) or run.command
-            names[output] = f"{names.get(base, short_name(base))} · {brief}" if base else brief
-        elif family(run) == "training":
-            base = model_of(run)
-            names[output] = f"{names.get(base, short_name(base)) if base else 'from scratch'} · {run.command} " \
-                            f"{run.id[-6:]}"
-    return names
+def same_model(a: ModelRef, b: ModelRef) -> bool:
+    """One model seen by two runs: the same content hash, else the same path, else the same name."""
+    if a.hash and b.hash:
+        return a.hash == b.hash
+    if a.path and b.path:
+        return a.path == b.path
+    return a.name == b.name
+
+
+@dataclass
+class Known:
+    """A model as the whole selection of runs knows it: facts merged from every run, and a readable label."""
+
+    ref: ModelRef
+    label: str
+    role: str  # 'input' or 'derived'
+    first_run: str
+
+
+class Catalog:
+    """Every model the runs name, each once; derived models are labelled by their recipe ('base · gptq int4 g64')."""
+
+    def __init__(self, runs: list[RunRecord]):
+        self.models: list[Known] = []
+        for run in sorted(runs, key=lambda r: r.started):
+            if run.result is None or run.status != "ok":
+                continue
+            for role, ref in run.result.models():
+                self.find(ref, run)
+            for role, ref in run.result.models():
+                if role in {"output", "trained"}:
+                    self._name_derived(self.find(ref, run), run)
+
+    def find(self, ref: ModelRef, run: RunRecord | None = None) -> Known:
+        for known in self.models:
+            if same_model(known.ref, ref):
+                for name, value in vars(ref).items():  # facts another run knew fill the gaps
+                    if getattr(known.ref, name) is None and value is not None:
+                        setattr(known.ref, name, value)
+                return known
+        known = Known(ModelRef(**vars(ref)), ref.label, "input", run.id if run else "")
+        self.models.append(known)
+        return known
+
+    def _name_derived(self, known: Known, run: RunRecord) -> None:
+        result = run.result
+        base = getattr(result, "base", None)
+        base_label = self.find(base).label if base else None
+        known.role = "derived"
+        if isinstance(getattr(result, "recipe", None), dict):
+            brief = recipe_brief(result.recipe) or run.command
+            known.label = f"{base_label} · {brief}" if base_label else brief
+        else:
+            known.label = f"{base_label or 'from scratch'} · {run.command} {run.id[-6:]}"
+
+    def label(self, ref: ModelRef | None) -> str:
+        return self.find(ref).label if ref else "unknown model"
 
 
 def find_first(flat: dict[str, Any], *suffixes: str) -> tuple[str, float] | None:

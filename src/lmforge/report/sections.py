@@ -15,92 +15,48 @@ from typing import Any, Callable
 
 from lmforge.formatting import fmt, human_bytes
 from lmforge.report import plots
-from lmforge.report.records import (
-    badness, direction, family, find_first, flatten, is_number, model_of, numeric, output_of, path_or_text, short_name,
-    task_metric,
-)
-from lmforge.runs import RunRecord
+from lmforge.report.records import Catalog, badness, direction, family, find_first, flatten, is_number, numeric, task_metric
+from lmforge.runs import CompressionResult, ModelRef, RunRecord
 
-SIZE_KEYS = ("disk_bytes", "size_bytes", "model_bytes", "ram_bytes", "bytes")
 QUALITY_KEYS = ("wikitext2.ppl", "ppl", "perplexity", "word_perplexity")
-STAGES = ("before", "after", "base", "baseline", "original", "compressed", "result", "pruned", "quantized")
-_AFTER = {"after", "compressed", "result", "pruned", "quantized"}
+_FACTS = ("architecture", "model_type", "parameters", "dtype", "layers", "hidden_size", "context_length", "vocab_size")
 
 
 def by_family(runs: list[RunRecord], name: str) -> list[RunRecord]:
-    return [r for r in runs if family(r) == name and r.status == "ok"]
+    return [r for r in runs if family(r) == name and r.status == "ok" and r.result is not None]
 
 
-def label(model: str | None, names: dict[str, str]) -> str:
-    return names.get(model, short_name(model)) if model else "unknown model"
+def run_model(run: RunRecord, catalog: Catalog) -> str:
+    """What a run was about: its first model (the one it made, for compression)."""
+    models = run.result.models() if run.result else []
+    return catalog.label(models[0][1]) if models else "–"
 
 
-def model_label(run: RunRecord, names: dict[str, str]) -> str:
-    """What a row stands for: the model a run measured (its output for compression runs)."""
-    if family(run) == "compression" and output_of(run):
-        return label(output_of(run), names)
-    return label(model_of(run), names)
-
-
-def run_label(run: RunRecord, names: dict[str, str]) -> str:
-    return f"{model_label(run, names)} ({run.id[-6:]})"
-
-
-def stage_split(flat: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Metrics recorded as before/after (or base/compressed) pairs, split by stage; others under ''."""
-    split: dict[str, dict[str, Any]] = defaultdict(dict)
-    for key, value in flat.items():
-        head, _, rest = key.partition(".")
-        if head in STAGES and rest:
-            split[head][rest] = value
-        else:
-            split[""][key] = value
-    return dict(split)
-
-
-def size_mb(flat: dict[str, Any]) -> float | None:
-    if found := find_first(flat, *SIZE_KEYS):
-        return found[1] / 1e6
-    if found := find_first(flat, "size_mb", "disk_mb"):
-        return found[1]
+def size_mb(metrics: dict[str, float], ref: ModelRef | None = None) -> float | None:
+    """Stored size: bytes on disk (measured, or known of the model), else bytes in memory."""
+    for value in (metrics.get("disk_bytes"), ref.disk_bytes if ref else None, metrics.get("model_bytes")):
+        if is_number(value):
+            return value / 1e6
     return None
 
 
 # --------------------------------------------------------------------------- model details
 
 
-def model_details(runs: list[RunRecord], card: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
-    models: dict[str, dict[str, Any]] = {}
-    for run in sorted(runs, key=lambda r: r.started):
-        read = output_of(run) if run.command.startswith("models pull") else model_of(run)
-        made = output_of(run) if family(run) in {"compression", "training"} else None
-        for name, produced in ((read, False), (made, True)):
-            if not name:
-                continue
-            entry = models.setdefault(name, {"model": name, "label": label(name, names), "first_run": run.id,
-                                             "role": "derived" if produced else "input", "facts": {}})
-            flat = flatten(run.metrics)
-            stages = stage_split(flat)
-            if produced:
-                source = next((stages[s] for s in _AFTER if s in stages), stages.get("", {}))
-            else:
-                source = stages.get("before") or stages.get("base") or stages.get("", {})
-            for key in ("architecture", "model_type", "parameters", "layers", "hidden_size", "context_length",
-                        "vocab_size", "source", "hub_id", "pypi_package"):
-                if key in source and key not in entry["facts"]:
-                    entry["facts"][key] = source[key]
-            for alias in ("params", "total_params"):  # what the training commands call it
-                if produced and alias in source and "parameters" not in entry["facts"]:
-                    entry["facts"]["parameters"] = source[alias]
-            if (size := size_mb(source)) is not None and "size_mb" not in entry["facts"]:
-                entry["facts"]["size_mb"] = size
-            grid = flat.get("source_quantization.weight_grid_description")
-            if grid and "source_quantization" not in entry["facts"]:
-                entry["facts"]["source_quantization"] = grid
-    latest_first = list(models.values())[::-1]  # the report is about the newest model made, else the newest read
+def model_details(runs: list[RunRecord], card: dict[str, Any], catalog: Catalog) -> dict[str, Any]:
+    models = []
+    for known in catalog.models:
+        facts = {k: getattr(known.ref, k) for k in _FACTS if getattr(known.ref, k) is not None}
+        if (size := size_mb({}, known.ref)) is not None:
+            facts["size_mb"] = size
+        if known.ref.hash:
+            facts["content_hash"] = known.ref.hash
+        models.append({"model": known.ref.path or known.ref.name, "label": known.label, "first_run": known.first_run,
+                       "role": known.role, "facts": facts})
+    latest_first = models[::-1]  # the report is about the newest model made, else the newest read
     name = card.get("model_name") or next((m["label"] for m in latest_first if m["role"] == "derived"),
                                           next(iter(latest_first), {}).get("label"))
-    return {"name": name or "unnamed model", "models": list(models.values()),
+    return {"name": name or "unnamed model", "models": models,
             "stated": {k: card[k] for k in ("model_name", "version", "authors", "contact", "license", "base_model",
                                              "language") if card.get(k)}}
 
@@ -120,63 +76,49 @@ def _best(metric: str, values: list[float | None]) -> int | None:
     return min(scored)[1] if len(scored) > 1 else None
 
 
-def measurements(runs: list[RunRecord], names: dict[str, str]) -> list[dict[str, Any]]:
-    """One entry per model a run measured: an eval run's model; each '<variant>.' group of a pipeline run
-    (the quickstart); a compression run's before and after stages."""
-    found = []
+def measurements(runs: list[RunRecord], catalog: Catalog) -> list[dict[str, Any]]:
+    """One entry per model: every number any run measured for it (an eval run's tasks, a compress run's
+    before and after, an audit's scores); a later run's value of the same metric wins."""
+    found: dict[int, dict[str, Any]] = {}
     for run in sorted(runs, key=lambda r: r.started):
-        if run.status != "ok":
+        if run.result is None or run.status != "ok":
             continue
-        kind = family(run)
-        if kind == "evaluation":
-            found.append({"label": run_label(run, names), "run": run.id, "flat": numeric(run.metrics), "table": True})
-        elif kind == "pipeline":
-            groups: dict[str, dict[str, float]] = defaultdict(dict)
-            for key, value in numeric(run.metrics).items():
-                head, _, rest = key.partition(".")
-                if rest:
-                    groups[head][rest] = value
-            found += [{"label": f"{head} ({run.id[-6:]})", "run": run.id, "flat": flat, "table": True}
-                      for head, flat in groups.items()]
-        elif kind == "compression":
-            for stage, flat in stage_split(flatten(run.metrics)).items():
-                after = stage in _AFTER or stage == ""
-                model = output_of(run) if after else model_of(run)
-                name = label(model, names) if model else f"{run.command} {run.id[-6:]}"
-                found.append({"label": name, "run": run.id, "flat": flat, "table": False})
-    return found
+        for entry in run.result.measured():
+            numbers = {k: v for k, v in entry.metrics.items() if is_number(v)}
+            if not numbers:
+                continue
+            known = catalog.find(entry.model)
+            column = found.setdefault(id(known), {"label": known.label, "ref": known.ref, "runs": [], "flat": {}})
+            column["flat"].update(numbers)
+            if run.id not in column["runs"]:
+                column["runs"].append(run.id)
+    return list(found.values())
 
 
-def evaluation(runs: list[RunRecord], names: dict[str, str]) -> dict[str, Any]:
-    measured = measurements(runs, names)
-    columns = [{"label": m["label"], "run": m["run"]} for m in measured if m["table"]]
+def evaluation(runs: list[RunRecord], catalog: Catalog) -> dict[str, Any]:
+    measured = measurements(runs, catalog)
+    columns = [{"label": m["label"], "run": ", ".join(m["runs"])} for m in measured]
     rows = []
-    for metric in sorted({k for m in measured if m["table"] for k in m["flat"]}):
-        row = [m["flat"].get(metric) for m in measured if m["table"]]
+    for metric in sorted({k for m in measured for k in m["flat"]}):
+        row = [m["flat"].get(metric) for m in measured]
         rows.append({"metric": metric, "raw": row, "values": [_shown(metric, v) for v in row],
                      "best": _best(metric, row), "direction": direction(metric)})
     points = quality_points(measured)
     plot = plots.quality_vs_size(points, points[0]["quality_metric"]) if points else None
-    scored = [(found[1], _model_only(m["label"])) for m in measured if (found := find_first(m["flat"], *QUALITY_KEYS))]
+    scored = [(found[1], m["label"]) for m in measured if (found := find_first(m["flat"], *QUALITY_KEYS))]
     return {"columns": columns, "rows": rows, "points": points, "plot": plot,
             "best_perplexity": min(scored) if scored else None}
 
 
-def _model_only(row_label: str) -> str:
-    """'smollm2-135m (555c2e)' -> 'smollm2-135m': the model, without the run it was measured in."""
-    return re.sub(r" \(\w{6}\)$", "", row_label)
-
-
 def quality_points(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """(size, perplexity) per model that has both; a later measurement of the same model wins."""
-    found: dict[str, dict[str, Any]] = {}
+    """(size, perplexity) of every model that has both."""
+    points = []
     for m in measured:
-        quality, size = find_first(m["flat"], *QUALITY_KEYS), size_mb(m["flat"])
+        quality, size = find_first(m["flat"], *QUALITY_KEYS), size_mb(m["flat"], m["ref"])
         if quality is not None and size is not None:
-            name = _model_only(m["label"])  # one point per model, not per run
-            found[name] = {"label": name, "size_mb": size, "quality": quality[1], "quality_metric": quality[0],
-                           "run": m["run"]}
-    return list(found.values())
+            points.append({"label": m["label"], "size_mb": size, "quality": quality[1], "quality_metric": quality[0],
+                           "run": m["runs"][-1]})
+    return points
 
 
 # --------------------------------------------------------------------------- bias and robustness
@@ -214,30 +156,27 @@ def estimates(flat: dict[str, Any], where: Callable[[str], bool]) -> list[tuple[
     return found
 
 
-def audit_views(run: RunRecord, names: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
-    """(label, flat metrics) per audited model: the run's full audit.json when it wrote one, else its headline."""
+def audit_views(run: RunRecord, catalog: Catalog) -> list[tuple[str, dict[str, Any]]]:
+    """(label, flat numbers) per audited model: the run's full audit.json when it wrote one, else its scores."""
+    result = run.result
     full = None
-    for path in run.artifacts.values():
-        if str(path).endswith(".json") and Path(path).is_file():
-            with contextlib.suppress(ValueError, OSError):
-                data = json.loads(Path(path).read_text(encoding="utf-8"))
-                if isinstance(data, dict) and isinstance(data.get("report"), dict):
-                    full = data
-    metrics = flatten(run.metrics)
-    views = [(run_label(run, names), flatten(full["report"]) if full else
-              {k: v for k, v in metrics.items() if not k.startswith("compare.")})]
-    other = run.config.get("compare")
-    if other:
-        other_flat = flatten(full["compare_report"]) if full and isinstance(full.get("compare_report"), dict) else \
-            {k.removeprefix("compare."): v for k, v in metrics.items() if k.startswith("compare.")}
-        views.append((f"{label(path_or_text(run.inputs.get(other)) or other, names)} ({run.id[-6:]})", other_flat))
+    if result.report and Path(result.report).is_file():
+        with contextlib.suppress(ValueError, OSError):
+            data = json.loads(Path(result.report).read_text(encoding="utf-8"))
+            if isinstance(data, dict) and isinstance(data.get("report"), dict):
+                full = data
+    views = [(f"{catalog.label(result.model)} ({run.id[-6:]})", flatten(full["report"]) if full else result.scores)]
+    if result.compare:
+        compared = full.get("compare_report") if full else None
+        views.append((f"{catalog.label(result.compare)} ({run.id[-6:]})",
+                      flatten(compared) if isinstance(compared, dict) else result.compare_scores))
     return views
 
 
-def bias(runs: list[RunRecord], names: dict[str, str]) -> dict[str, Any]:
+def bias(runs: list[RunRecord], catalog: Catalog) -> dict[str, Any]:
     """CrowS-Pairs style results: pct_stereotype per bias type, with intervals, for each audited model."""
     table, series, categories = [], {}, []
-    views = [view for run in sorted(by_family(runs, "audit"), key=lambda r: r.started) for view in audit_views(run, names)]
+    views = [view for run in sorted(by_family(runs, "audit"), key=lambda r: r.started) for view in audit_views(run, catalog)]
     for row_label, flat in views:
         for metric, value, low, high in estimates(flat, lambda k: k.rpartition(".")[0].endswith(
                 "pct_stereotype") or k.endswith("pct_stereotype")):
@@ -259,10 +198,10 @@ def bias(runs: list[RunRecord], names: dict[str, str]) -> dict[str, Any]:
     return {"rows": table, "plot": plot}
 
 
-def robustness(runs: list[RunRecord], names: dict[str, str]) -> dict[str, Any]:
+def robustness(runs: list[RunRecord], catalog: Catalog) -> dict[str, Any]:
     """Metrics under a 'robust...' name; accuracy per variant (clean, each perturbation, worst case) is plotted."""
     rows, series, variants = [], {}, []
-    views = [view for run in sorted(by_family(runs, "audit"), key=lambda r: r.started) for view in audit_views(run, names)]
+    views = [view for run in sorted(by_family(runs, "audit"), key=lambda r: r.started) for view in audit_views(run, catalog)]
     for row_label, flat in views:
         for metric, value, low, high in estimates(flat, lambda k: "robust" in k or re.search(r"acc_(clean|worst_case)$", k)):
             if metric.endswith(".seed"):
@@ -288,37 +227,37 @@ def robustness(runs: list[RunRecord], names: dict[str, str]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- compression lineage
 
 
-def compression(runs: list[RunRecord], names: dict[str, str]) -> dict[str, Any]:
+_HEADLINE = (("perplexity", QUALITY_KEYS), ("accuracy", ("arc_easy.acc", "acc")),
+             ("decode tok/s", ("speed.decode_tokens_per_s", "decode_tokens_per_s", "tokens_per_s")))
+
+
+def compression(runs: list[RunRecord], catalog: Catalog) -> dict[str, Any]:
     steps = []
-    produced_by = {}
+    produced_by: dict[int, str] = {}
     for run in sorted(by_family(runs, "compression"), key=lambda r: r.started):
-        base, result = model_of(run), output_of(run)
-        stages = stage_split(flatten(run.metrics))
-        before = stages.get("before") or stages.get("base") or stages.get("baseline") or stages.get("original") or {}
-        after = next((stages[s] for s in _AFTER if s in stages), stages.get("", {}))
+        result: CompressionResult = run.result
+        before, after = result.base_metrics, result.output_metrics
         headline = []
-        for name, keys in (("perplexity", QUALITY_KEYS), ("accuracy", ("arc_easy.acc", "acc")),
-                           ("decode tok/s", ("decode_tokens_per_s", "tokens_per_s"))):
+        for name, keys in _HEADLINE:
             b, a = find_first(before, *keys), find_first(after, *keys)
             if a is not None:
                 headline.append({"name": name, "before": fmt(b[1]) if b else "–", "after": fmt(a[1]),
                                  "change": f"{(a[1] - b[1]) / b[1]:+.1%}" if b and b[1] else ""})
-        size_b, size_a = size_mb(before), size_mb(after)
-        if size_a is not None:
-            headline.append({"name": "size (MB)", "before": fmt(size_b) if size_b else "–", "after": fmt(size_a),
-                             "change": f"{(size_a - size_b) / size_b:+.1%}" if size_b else ""})
-        base_input = run.inputs.get("model")
-        recipe = {k: v for k, v in run.config.items() if k not in {"model", "output", "out", "output_dir"}}
+        for name, key in (("size on disk (MB)", "disk_bytes"), ("model RAM (MB)", "model_bytes")):
+            size_b = before.get(key) or getattr(result.base, key)  # like with like: disk with disk, RAM with RAM
+            size_a = after.get(key) or getattr(result.output, key)
+            if size_a:
+                headline.append({"name": name, "before": fmt(size_b / 1e6) if size_b else "–", "after": fmt(size_a / 1e6),
+                                 "change": f"{(size_a - size_b) / size_b:+.1%}" if size_b else ""})
+        base, output = catalog.find(result.base), catalog.find(result.output)
         steps.append({
-            "run": run.id, "command": run.command, "base": label(base, names), "base_path": base or "missing",
-            "base_hash": base_input.get("hash") if isinstance(base_input, dict) else None,
-            "derived_from": produced_by.get(base),
-            "recipe": ", ".join(f"{k}={v}" for k, v in recipe.items()) or "missing",
-            "result": label(result, names) if result else "missing", "result_path": result or "missing",
+            "run": run.id, "command": run.command, "base": base.label, "base_path": result.base.path or result.base.name,
+            "base_hash": result.base.hash, "derived_from": produced_by.get(id(base)),
+            "recipe": ", ".join(f"{k}={v}" for k, v in result.recipe.items()) or "missing",
+            "result": output.label, "result_path": result.output.path or result.output.name,
             "headline": headline,
         })
-        if result:
-            produced_by[result] = run.id
+        produced_by[id(output)] = run.id
     return {"steps": steps}
 
 
@@ -361,36 +300,26 @@ def energy(runs: list[RunRecord]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- data
 
 
-def training_data(runs: list[RunRecord], names: dict[str, str]) -> dict[str, Any]:
+def training_data(runs: list[RunRecord], catalog: Catalog) -> dict[str, Any]:
     cards = []
     for run in sorted(by_family(runs, "data"), key=lambda r: r.started):
-        markdown = html = None
-        for name, path in run.artifacts.items():
-            path = Path(path)
-            if "card" not in name or not path.is_file():
-                continue
-            if path.suffix == ".html":  # the data pipeline's own self-contained card, shown as it is
-                html = path.read_text(encoding="utf-8", errors="replace")
-            elif path.suffix == ".md":
-                markdown = path.read_text(encoding="utf-8", errors="replace")[:20000]
-        inputs = {k: (v.get("path"), v.get("hash")) if isinstance(v, dict) else (str(v), None)
-                  for k, v in run.inputs.items()}
+        card = Path(run.result.card) if run.result.card else None
+        html = markdown = None
+        if card is not None and card.is_file():
+            text = card.read_text(encoding="utf-8", errors="replace")
+            html, markdown = (text, None) if card.suffix == ".html" else (None, text[:20000])
+        inputs = {k: (v.get("path") or v.get("name"), v.get("hash")) for k, v in run.result.inputs().items()}
         cards.append({"run": run.id, "command": run.command, "inputs": inputs,
                       "metrics": [(k, fmt(v)) for k, v in numeric(run.metrics).items()],
                       "artifacts": run.artifacts, "markdown": markdown, "html": html})
-    trained_on = []
-    for run in by_family(runs, "training"):
-        for key, value in run.inputs.items():
-            if key != "model":
-                trained_on.append({"run": run.id, "command": run.command, "name": key,
-                                   "path": value.get("path") if isinstance(value, dict) else str(value),
-                                   "hash": value.get("hash") if isinstance(value, dict) else None})
-    training = [{"run": run.id, "command": run.command, "model": label(output_of(run), names) if output_of(run) else "–",
-                 "metrics": [(k, fmt(v)) for k, v in numeric(run.metrics).items()]}
-                for run in sorted(by_family(runs, "training"), key=lambda r: r.started)]
-    evaluated_on = sorted({named[0] for m in measurements(runs, names) if m["table"] for key in m["flat"]
+    training = sorted(by_family(runs, "training"), key=lambda r: r.started)
+    trained_on = [{"run": run.id, "command": run.command, "name": name, "path": ref.path or ref.name, "hash": ref.hash}
+                  for run in training for name, ref in run.result.data.items()]
+    rows = [{"run": run.id, "command": run.command, "model": catalog.label(run.result.model),
+             "metrics": [(k, fmt(v)) for k, v in numeric(run.metrics).items()]} for run in training]
+    evaluated_on = sorted({named[0] for m in measurements(runs, catalog) for key in m["flat"]
                            if (named := task_metric(key))})
-    return {"cards": cards, "trained_on": trained_on, "training": training, "evaluated_on": evaluated_on}
+    return {"cards": cards, "trained_on": trained_on, "training": rows, "evaluated_on": evaluated_on}
 
 
 # --------------------------------------------------------------------------- limitations
@@ -422,9 +351,9 @@ def _clip(text: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[:limit] + f"… ({len(text):,} characters)"
 
 
-def all_metrics(runs: list[RunRecord], names: dict[str, str]) -> list[dict[str, Any]]:
+def all_metrics(runs: list[RunRecord], catalog: Catalog) -> list[dict[str, Any]]:
     return [{"run": r.id, "command": r.command, "status": r.status, "started": r.started_iso,
-             "seconds": fmt(r.seconds) if r.seconds else "–", "model": label(model_of(r), names) if model_of(r) else "–",
+             "seconds": fmt(r.seconds) if r.seconds else "–", "model": run_model(r, catalog),
              "metrics": [(k, fmt(v) if is_number(v) else _clip(str(v))) for k, v in flatten(r.metrics).items()],
              "error": r.error} for r in sorted(runs, key=lambda r: r.started)]
 
