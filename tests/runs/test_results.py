@@ -77,8 +77,8 @@ def test_model_ref_describes_a_loaded_model_and_its_folder(tiny, tiny_folder):
 
 
 def test_a_quantized_model_keeps_its_parameter_count(tiny):
-    from lmforge.compress.config import RTN
-    from lmforge.compress.quantize import quantize
+    from lmforge.compress.quantization.config import RTN
+    from lmforge.compress.quantization.driver import quantize
 
     model, _ = tiny
     before = ModelRef.describe(model, "tiny")

@@ -70,6 +70,19 @@ _JSON_COLUMNS = ("config", "inputs", "metrics", "energy", "versions", "artifacts
 _WRITE_FAILURES = ("readonly", "read-only", "disk is full", "unable to open", "disk i/o", "locked", "no such table")
 
 
+def _retry_locked(statement, seconds: float = 30.0):
+    """Run ``statement``, waiting while another process holds the lock: switching the journal mode (and, in some
+    SQLite builds, BEGIN IMMEDIATE) answers "database is locked" at once instead of calling the busy handler."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            return statement()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in _VERSIONED:
@@ -190,10 +203,10 @@ class RunStore:
         if db.execute("PRAGMA user_version").fetchone()[0] > STORE_VERSION:
             raise LmforgeError(f"the run store {self.path} was written by a newer lmforge; upgrade lmforge to read it")
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
-            db.execute("PRAGMA journal_mode=WAL")  # readers never block the one writer
+            _retry_locked(lambda: db.execute("PRAGMA journal_mode=WAL"))  # readers never block the one writer
         if db.execute("PRAGMA user_version").fetchone()[0] == STORE_VERSION:
             return
-        db.execute("BEGIN IMMEDIATE")  # one process creates or migrates; the others wait, then find it done
+        _retry_locked(lambda: db.execute("BEGIN IMMEDIATE"))  # one process creates or migrates; the others wait, then find it done
         if db.execute("PRAGMA user_version").fetchone()[0] < STORE_VERSION:
             columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
             if columns:
