@@ -163,6 +163,8 @@ def stream_response(state: dict, choices: list[Choice], head: dict, first: list[
             yield sse(exc.body())
         finally:
             cancel(choices)
+            if "finish_reason" not in state:  # the client left: count what was generated for it
+                account(state, choices)
         yield "data: [DONE]\n\n"
 
     return StreamingResponse(events(), media_type="text/event-stream")
