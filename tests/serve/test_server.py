@@ -51,14 +51,16 @@ def test_openai_client_completion_chat_and_stream_match_transformers_greedy(tiny
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == chat.choices[0].message.content
         assert chunks[-1].usage.completion_tokens == chat.usage.completion_tokens == 8
 
-        sampled = [api.completions.create(model="tiny", prompt=prompt, max_tokens=12, temperature=1.0, seed=7)
-                   .choices[0].text for _ in range(2)]
+        sampled = [api.completions.create(model="tiny", prompt=prompt, max_tokens=12, temperature=1.0, seed=7,
+                                          user="alice@example.org").choices[0].text for _ in range(2)]
         assert sampled[0] == sampled[1]  # a seed makes sampling reproducible
     lines = read_usage(log)
     assert len(lines) == 7  # models, 2 completions, 2 chats, 2 sampled
     assert all(line["status"] == 200 and line["key"].startswith("key-") and KEY not in json.dumps(line) for line in lines)
     assert lines[1]["prompt_tokens"] == len(tokenizer.encode(prompt, add_special_tokens=False))
-    assert lines[1]["completion_tokens"] == 12 and lines[1]["latency_ms"] > 0
+    assert lines[1]["completion_tokens"] == 12 and lines[1]["latency_ms"] > 0 and lines[1]["ttft_ms"] > 0
+    assert lines[-1]["user"].startswith("sha256:") and "alice" not in log.read_text()  # the end user, hashed
+    assert prompt not in log.read_text()  # no raw text unless asked
 
 
 def test_guards_answer_401_413_429_and_400_and_log_every_request(tiny, tmp_path):

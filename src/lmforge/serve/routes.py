@@ -19,6 +19,7 @@ from typing import Any, AsyncIterator, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
 
+from lmforge.runs.hashing import text_hash
 from lmforge.serve.choices import Choice, account, cancel, collect, merged, submit
 from lmforge.serve.errors import ApiError
 from lmforge.serve.metrics import CONTENT_TYPE_LATEST
@@ -30,6 +31,13 @@ router = APIRouter()
 
 
 # -- checks shared by the generation endpoints ----------------------------------------------------------
+
+def check_request(ctx, state: dict, body) -> None:
+    """The model name, and the end user's id as a hash for the usage log (never the id itself)."""
+    if body.user is not None:
+        state["user"] = text_hash(body.user)[:19]
+    check_model(ctx, body.model)
+
 
 def check_model(ctx, name: str | None) -> None:
     if name not in (None, ctx.config.model_name):
@@ -200,7 +208,7 @@ async def models(request: Request):
 @router.post("/v1/completions")
 async def completions(body: CompletionBody, request: Request):
     ctx, state = request.app.state.ctx, request.state.usage
-    check_model(ctx, body.model)
+    check_request(ctx, state, body)
     if body.echo and body.stream:
         raise ApiError(400, "echo with stream is not supported; send stream: false", "unsupported", param="echo")
     prompts = [encode(ctx, p) if isinstance(p, str) else (p or encode(ctx, "")) for p in body.prompts]
@@ -261,7 +269,7 @@ def tool_plan(ctx, body: ChatBody) -> tuple[list[dict] | None, str | None, bool]
 @router.post("/v1/chat/completions")
 async def chat_completions(body: ChatBody, request: Request):
     ctx, state = request.app.state.ctx, request.state.usage
-    check_model(ctx, body.model)
+    check_request(ctx, state, body)
     tools, grammar, forced = tool_plan(ctx, body)
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
     prompt_ids = encode(ctx, chat_prompt(ctx.tokenizer, messages, tools))
@@ -328,7 +336,7 @@ async def on_compute_thread(ctx, fn: Callable[[], Any]) -> Any:
 @router.post("/v1/embeddings")
 async def embeddings(body: EmbeddingBody, request: Request):
     ctx, state = request.app.state.ctx, request.state.usage
-    check_model(ctx, body.model)
+    check_request(ctx, state, body)
     raw = body.input
     inputs = [raw] if isinstance(raw, str) or (raw and isinstance(raw[0], int)) else list(raw)
     ids = [encode(ctx, item) if isinstance(item, str) else item for item in inputs]

@@ -75,7 +75,7 @@ class Sampling(_Strict):
     presence_penalty: Penalty = 0.0
     frequency_penalty: Penalty = 0.0
     logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
-    user: StrictStr | None = None  # an end-user id: kept only as a hash in the usage log
+    user: StrictStr | None = None  # an end-user id: the usage log keeps a hash of it
 
     @field_validator("logit_bias")
     @classmethod
@@ -129,7 +129,7 @@ class EmbeddingBody(_Strict):
     model: StrictStr | None = None
     input: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=64)] | TokenIds | list[TokenIds]
     encoding_format: Literal["float", "base64"] = "float"
-    user: StrictStr | None = None
+    user: StrictStr | None = None  # an end-user id: the usage log keeps a hash of it
 
 
 class TokenizeBody(_Strict):
