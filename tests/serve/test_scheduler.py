@@ -146,3 +146,24 @@ def test_a_full_queue_answers_503_with_retry_after(tiny, scripted):
     assert statuses.count(200) == 2 and statuses.count(503) == 2  # one running, one queued, the rest refused
     busy = next(r for r in replies if r.status_code == 503)
     assert int(busy.headers["retry-after"]) >= 1 and busy.json()["error"]["code"] == "server_busy"
+
+
+def test_shutdown_drains_running_sequences_within_the_deadline():
+    class SlowRunner(CountingRunner):
+        def decode(self, tokens):
+            time.sleep(0.01)
+            return super().decode(tokens)
+
+    for drain_s, expected in ((10.0, "length"), (0.0, "cancelled")):
+        reasons = []
+        scheduler = Scheduler(SlowRunner(), eos_ids={7}, max_concurrent=2, max_queued=4)
+        seq = Sequence([1, 2], SamplingParams(max_tokens=30, temperature=0),
+                       lambda e: reasons.append(e.reason) if isinstance(e, Finished) else None)
+        scheduler.start()
+        scheduler.submit([seq])
+        time.sleep(0.05)  # running now
+        started = time.monotonic()
+        scheduler.stop(drain_s)
+        assert reasons == [expected] and time.monotonic() - started < drain_s + 2
+        with pytest.raises(Exception, match="shutting down"):
+            scheduler.submit(group(1, "late"))
