@@ -32,6 +32,7 @@ def serve_command(
     log_text: bool = typer.Option(False, help="also keep prompts and completions in the usage log"),
     max_concurrent: int = typer.Option(8, help="sequences decoded together (continuous batching)"),
     max_queued: int = typer.Option(64, help="sequences waiting for a slot; beyond that 503 + Retry-After"),
+    max_batch_tokens: int = typer.Option(None, help="bound on running sequences × their longest length (KV memory)"),
     trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
 ) -> None:
     """Serve MODEL on /v1/completions, /v1/chat/completions (streaming too) and /v1/models."""
@@ -46,7 +47,7 @@ def serve_command(
         model_name=name or model, api_keys=keys, rate_per_minute=rate, rate_burst=burst,
         max_request_bytes=max_request_bytes, max_tokens_limit=max_tokens_limit, content_filter=not no_filter,
         filter_path=filter_path, redact_pii=not no_redact, usage_log=usage_log, log_text=log_text,
-        max_concurrent=max_concurrent, max_queued=max_queued,
+        max_concurrent=max_concurrent, max_queued=max_queued, max_batch_tokens=max_batch_tokens,
     )
     config.check()
     check_port(port)

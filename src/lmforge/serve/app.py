@@ -15,6 +15,7 @@ from functools import cached_property
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 
+from lmforge.serve import routes
 from lmforge.serve.config import ServeConfig
 from lmforge.serve.errors import ApiError
 from lmforge.serve.guardrails import ApiKeys, ContentFilter, OutputGuard, RateLimiter, load_filter
@@ -114,8 +115,6 @@ async def invalid_body(request: Request, exc: RequestValidationError):
 
 def create_app(model=None, tokenizer=None, config: ServeConfig | None = None, runner=None) -> FastAPI:
     """The FastAPI app. ``runner`` replaces the model's batched forward (tests, other engines)."""
-    from lmforge.serve import routes
-
     config = config or ServeConfig()
     config.check()
     if tokenizer is None:

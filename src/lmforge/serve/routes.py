@@ -18,11 +18,11 @@ from typing import Any, AsyncIterator, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response, StreamingResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from lmforge.runs.hashing import text_hash
 from lmforge.serve.choices import Choice, account, cancel, collect, merged, submit
 from lmforge.serve.errors import ApiError
-from lmforge.serve.metrics import CONTENT_TYPE_LATEST
 from lmforge.serve.sampling import SamplingParams, TokenChoice
 from lmforge.serve.schema import ChatBody, CompletionBody, EmbeddingBody, ResponseFormat, Sampling, TokenizeBody
 from lmforge.serve.tools import call_schema, chat_prompt, message_text, parse_tool_calls
