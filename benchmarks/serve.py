@@ -39,7 +39,6 @@ import httpx
 from provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
-LLAMA_VENV = Path("/work/main/.venv-llama") if not (ROOT / ".venv-llama").exists() else ROOT / ".venv-llama"
 
 
 def free_port() -> int:
@@ -94,9 +93,9 @@ def lmforge_server(model: str, threads: int, max_concurrent: int) -> Server:
                    "--max-queued", "256"], port, env)
 
 
-def llama_server(gguf: Path, threads: int) -> Server:
+def llama_server(python: str, gguf: Path, threads: int) -> Server:
     port = free_port()
-    return Server([str(LLAMA_VENV / "bin" / "python"), "-m", "llama_cpp.server", "--model", str(gguf),
+    return Server([python, "-m", "llama_cpp.server", "--model", str(gguf),
                    "--model_alias", "bench", "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
                    "--n_threads_batch", str(threads), "--n_ctx", "2048"], port, dict(os.environ))
 
@@ -248,6 +247,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--soak-seconds", type=float, default=30)
     parser.add_argument("--soak-clients", type=int, default=32)
+    parser.add_argument("--llama-python", default=str(ROOT / ".venv-llama" / "bin" / "python"),
+                        help="python of the llama-cpp-python venv (the peer)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.json"))
     args = parser.parse_args()
 
@@ -271,7 +272,7 @@ def main() -> None:
         paths = prepare_models(Path(work), args.model)
         starts = {"lmforge-fp32": lambda: lmforge_server(str(paths["fp32"]), args.threads, 32),
                   "lmforge-int4": lambda: lmforge_server(str(paths["int4"]), args.threads, 32),
-                  "llama.cpp": lambda: llama_server(paths["gguf"], args.threads)}
+                  "llama.cpp": lambda: llama_server(args.llama_python, paths["gguf"], args.threads)}
         for name in args.servers.split(","):
             server = starts[name]().wait_ready()
             try:
@@ -290,7 +291,7 @@ def main() -> None:
                     print(json.dumps(results["soak"]), flush=True)
             finally:
                 server.stop()
-        peer = subprocess.run([str(LLAMA_VENV / "bin" / "python"), "-c", "import llama_cpp; print(llama_cpp.__version__)"],
+        peer = subprocess.run([args.llama_python, "-c", "import llama_cpp; print(llama_cpp.__version__)"],
                               capture_output=True, text=True).stdout.strip()
         results["provenance"] = provenance({"model": paths["fp32"], "int4_folder": paths["int4"], "gguf": paths["gguf"],
                                             "wikitext2": corpus.source},
