@@ -202,3 +202,15 @@ def test_metrics_count_requests_tokens_and_guard_hits(server, api):
     assert 'lmforge_filter_hits_total{rule="mass-casualty-weapons",stage="input"} 1.0' in text
     assert "lmforge_time_to_first_token_seconds_bucket" in text and "lmforge_queue_depth 0.0" in text
     assert "lmforge_running_sequences" in text and "lmforge_completion_tokens_total" in text
+
+
+def test_json_object_lets_valid_json_through_and_steers_the_rest(tiny_long, scripted):
+    _, tokenizer = tiny_long
+    config = ServeConfig(model_name="stub", content_filter=False, redact_pii=False)
+    for script, check in (('{"a":[1,2],"b":"x"}', lambda text: json.loads(text) == {"a": [1, 2], "b": "x"}),
+                          ("Sure! Here it is", lambda text: text.startswith("{"))):
+        with ServerThread(create_app(None, tokenizer, config, runner=scripted(tokenizer, script))) as server:
+            api = openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0)
+            done = api.completions.create(model="stub", prompt="JSON please", max_tokens=40,
+                                          extra_body={"response_format": {"type": "json_object"}}, temperature=0)
+        assert check(done.choices[0].text), done.choices[0].text
