@@ -59,7 +59,13 @@ class Server:
 
     def __init__(self, command: list[str], port: int, env: dict[str, str]):
         self.port, self.command = port, command
-        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # A file, not a pipe: llama.cpp logs enough while loading to fill a pipe nobody reads and block.
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-2000:]
 
     @property
     def base(self) -> str:
@@ -69,13 +75,14 @@ class Server:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                sys.exit(f"{self.command[:3]} exited: {self.process.stderr.read().decode()[-2000:]}")
+                raise RuntimeError(f"exited with {self.process.returncode}: {self.log_tail()[-600:]}")
             try:
                 if httpx.get(f"{self.base}/v1/models", timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 time.sleep(0.5)
-        sys.exit(f"{self.command[:3]} did not start")
+        self.stop()
+        raise RuntimeError(f"did not start: {self.log_tail()[-600:]}")
 
     def stop(self) -> None:
         self.process.terminate()
@@ -93,11 +100,32 @@ def lmforge_server(model: str, threads: int, max_concurrent: int) -> Server:
                    "--max-queued", "256"], port, env)
 
 
+# llama-cpp-python 0.3.36 as built here segfaults in llama_decode on this CPU (AMX + AVX-512) while it uses
+# llama.cpp's "extra buffer types" (weights repacked for the AMX / AVX-512 kernels); with them off
+# (llama.cpp's --no-repack, `use_extra_bufts=False`) it runs. The Python binding has no argument for it, so the
+# server starts through this shim. It is llama.cpp's plain CPU kernel path: note it beside its numbers.
+LLAMA_SHIM = """
+import sys
+import llama_cpp.llama as binding
+from llama_cpp.server.__main__ import main
+defaults = binding.llama_cpp.llama_model_default_params
+def without_extra_buffers():
+    params = defaults()
+    params.use_extra_bufts = False
+    return params
+binding.llama_cpp.llama_model_default_params = without_extra_buffers
+sys.argv[0] = "llama_cpp.server"
+main()
+"""
+
+
 def llama_server(python: str, gguf: Path, threads: int) -> Server:
     port = free_port()
-    return Server([python, "-m", "llama_cpp.server", "--model", str(gguf),
+    return Server([python, "-c", LLAMA_SHIM, "--model", str(gguf),
                    "--model_alias", "bench", "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
-                   "--n_threads_batch", str(threads), "--n_ctx", "2048"], port, dict(os.environ))
+                   "--n_threads_batch", str(threads), "--n_ctx", "2048",
+                   # queue concurrent requests instead of cutting the running stream off (its default)
+                   "--interrupt_requests", "False"], port, dict(os.environ))
 
 
 async def stream_one(client: httpx.AsyncClient, base: str, prompt: str, max_tokens: int) -> tuple[float, float, str]:
@@ -274,7 +302,13 @@ def main() -> None:
                   "lmforge-int4": lambda: lmforge_server(str(paths["int4"]), args.threads, 32),
                   "llama.cpp": lambda: llama_server(args.llama_python, paths["gguf"], args.threads)}
         for name in args.servers.split(","):
-            server = starts[name]().wait_ready()
+            server = starts[name]()
+            try:
+                server.wait_ready()
+            except RuntimeError as exc:  # recorded as the server's row; the others still run
+                results["load"].append({"server": name, "error": str(exc)})
+                print(f"{name}: {exc}", flush=True)
+                continue
             try:
                 asyncio.run(load(server.base, prompts[:2], [8, 8], 2, 60, tokenizer))  # warm-up, not counted
                 for clients, count in levels:

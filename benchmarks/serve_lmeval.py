@@ -55,13 +55,15 @@ def free_port() -> int:
 
 def start_server(model: str, port: int, threads: int) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": str(threads)}
+    log = tempfile.TemporaryFile()  # a file, not a pipe nobody reads (a full pipe would block the server)
     server = subprocess.Popen([sys.executable, "-m", "lmforge.cli.main", "serve", model, "--port", str(port),
                                "--name", "served", "--rate", "1000000", "--usage-log", "off",
-                               "--max-concurrent", "8"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                               "--max-concurrent", "8"], env=env, stdout=subprocess.DEVNULL, stderr=log)
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
         if server.poll() is not None:
-            sys.exit(f"lmforge serve exited: {server.stderr.read().decode()[-2000:]}")
+            log.seek(0)
+            sys.exit(f"lmforge serve exited: {log.read().decode(errors='replace')[-2000:]}")
         try:
             if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
                 return server
