@@ -1,173 +1,347 @@
-"""Bounded loopback load test of `lmforge serve`: p50 / p99 latency and throughput, fp32 and int4 SmolLM2.
+"""Loopback load test: `lmforge serve` (fp32, packed int4 + int8 head) against llama-cpp-python's OpenAI server,
+and a soak of `lmforge serve` with faults mixed in.
 
-    flock /tmp/lmforge-heavy.lock python benchmarks/serve.py [--clients 4 --requests 4 --max-tokens 32]
+Both servers run as their own processes (whole-process timing for both), 2 threads each, on the same
+weights: SmolLM2-135M-Instruct as fp32, its RTN int4 (symmetric, groups of 64) with an int8 output
+head as lmforge's packed folder, and the very same codes exported to GGUF (Q4_0 layers, Q8_0 head)
+for llama.cpp (``python -m llama_cpp.server`` from /work/main/.venv-llama). Clients stream
+``/v1/completions`` (greedy) with 64-token prompts from WikiText-2 and 64-128 new tokens (seeded),
+``--clients`` of them at once, each sending its share of ``--requests`` one after another, with a
+``--max-seconds`` cap per setting. Output tokens are counted by re-tokenizing the streamed text with
+the model's tokenizer, the same rule for both servers. lmforge keeps its guards on (filter, PII
+redaction): that is how it serves.
 
-``--requests`` rounds; in each, ``--clients`` threads send one completion at once through the official
-``openai`` client (greedy, fixed max_tokens, guards on). Each round runs, one after the other:
+The soak: ``--soak-clients`` clients for ``--soak-seconds`` against the int4 lmforge server, each
+request drawn from: streaming, non-streaming, a stream the client drops after a few events, an
+oversized body, malformed JSON. At the end: every well-formed request answered, the scheduler's
+running and queued counts (leaked slots), and the server's RSS before and after.
 
-* the baseline: transformers ``generate`` at batch 1 on the same prompts, one after another, no HTTP,
-* the server with batching off (max_batch_size=1),
-* the same server with batching (up to 8 requests per batch, 5 ms window): what the batching queue buys.
-
-Interleaving the three settings round by round spreads any change in machine load over all of them.
-
-The int4 model is RTN int4, symmetric, groups of 64 (lm_head and embeddings kept), the packed
-format GPTQ writes too, so its serving speed stands for both; it is skipped if
-``lmforge.compress`` is not installed.
+    flock /tmp/lmforge-heavy.lock nice env LMFORGE_DATA_DIR=/work/shared/data PYTHONPATH=src:benchmarks \\
+        .venv/bin/python benchmarks/serve.py
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import statistics
-import threading
+import os
+import random
+import socket
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
-import torch
+import httpx
+
+from provenance import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def prompts(tokenizer, count: int, prompt_tokens: int) -> list[str]:
-    from lmforge.data import load_corpus
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
-    ids = tokenizer.encode(load_corpus("wikitext2").text(), add_special_tokens=False)
-    return [tokenizer.decode(ids[i * 997: i * 997 + prompt_tokens]) for i in range(count)]
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class Server:
+    """A server process on a free loopback port, stopped on exit."""
+
+    def __init__(self, command: list[str], port: int, env: dict[str, str]):
+        self.port, self.command = port, command
+        # A file, not a pipe: llama.cpp logs enough while loading to fill a pipe nobody reads and block.
+        self.log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def log_tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-2000:]
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self, timeout_s: float = 300) -> "Server":
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"exited with {self.process.returncode}: {self.log_tail()[-600:]}")
+            try:
+                if httpx.get(f"{self.base}/v1/models", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        self.stop()
+        raise RuntimeError(f"did not start: {self.log_tail()[-600:]}")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def lmforge_server(model: str, threads: int, max_concurrent: int) -> Server:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "OMP_NUM_THREADS": str(threads)}
+    return Server([sys.executable, "-m", "lmforge.cli.main", "serve", model, "--port", str(port), "--name", "bench",
+                   "--rate", "1000000", "--usage-log", "off", "--max-concurrent", str(max_concurrent),
+                   "--max-queued", "256"], port, env)
+
+
+# llama-cpp-python 0.3.36 as built here segfaults in llama_decode on this CPU (AMX + AVX-512) while it uses
+# llama.cpp's "extra buffer types" (weights repacked for the AMX / AVX-512 kernels); with them off
+# (llama.cpp's --no-repack, `use_extra_bufts=False`) it runs. The Python binding has no argument for it, so the
+# server starts through this shim. It is llama.cpp's plain CPU kernel path: note it beside its numbers.
+LLAMA_SHIM = """
+import sys
+import llama_cpp.llama as binding
+from llama_cpp.server.__main__ import main
+defaults = binding.llama_cpp.llama_model_default_params
+def without_extra_buffers():
+    params = defaults()
+    params.use_extra_bufts = False
+    return params
+binding.llama_cpp.llama_model_default_params = without_extra_buffers
+sys.argv[0] = "llama_cpp.server"
+main()
+"""
+
+
+def llama_server(python: str, gguf: Path, threads: int) -> Server:
+    port = free_port()
+    return Server([python, "-c", LLAMA_SHIM, "--model", str(gguf),
+                   "--model_alias", "bench", "--host", "127.0.0.1", "--port", str(port), "--n_threads", str(threads),
+                   "--n_threads_batch", str(threads), "--n_ctx", "2048",
+                   # queue concurrent requests instead of cutting the running stream off (its default)
+                   "--interrupt_requests", "False"], port, dict(os.environ))
+
+
+async def stream_one(client: httpx.AsyncClient, base: str, prompt: str, max_tokens: int) -> tuple[float, float, str]:
+    """(time to first text, latency, text) of one streamed greedy completion."""
+    started = time.perf_counter()
+    first, text = None, []
+    body = {"model": "bench", "prompt": prompt, "max_tokens": max_tokens, "temperature": 0, "stream": True}
+    async with client.stream("POST", f"{base}/v1/completions", json=body) as reply:
+        if reply.status_code != 200:
+            raise RuntimeError(f"status {reply.status_code}")
+        async for line in reply.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if "error" in event:
+                raise RuntimeError(event["error"])
+            piece = event["choices"][0].get("text") or "" if event.get("choices") else ""
+            if piece and first is None:
+                first = time.perf_counter() - started
+            text.append(piece)
+    latency = time.perf_counter() - started
+    return (first if first is not None else latency), latency, "".join(text)
 
 
 def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
     ordered = sorted(values)
     rank = (len(ordered) - 1) * q
     low, high = int(rank), min(int(rank) + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
-class Tally:
-    """Latencies, tokens and busy time of one setting, summed over the rounds."""
+async def load(base: str, prompts: list[str], budgets: list[int], clients: int, max_seconds: float,
+               tokenizer) -> dict:
+    ttfts, latencies, tokens, errors = [], [], 0, []
+    queue = list(zip(prompts, budgets))
+    deadline = time.monotonic() + max_seconds
 
-    def __init__(self, name: str):
-        self.name, self.latencies, self.tokens, self.wall, self.errors = name, [], 0, 0.0, 0
-        self.lock = threading.Lock()
+    async def worker(client):
+        nonlocal tokens
+        while queue and time.monotonic() < deadline:
+            prompt, budget = queue.pop(0)
+            try:
+                ttft, latency, text = await stream_one(client, base, prompt, budget)
+            except Exception as exc:  # counted, and named in the results
+                errors.append(repr(exc)[:200])
+                continue
+            ttfts.append(ttft)
+            latencies.append(latency)
+            tokens += len(tokenizer.encode(text, add_special_tokens=False))
 
-    def summary(self) -> dict:
-        return {"setting": self.name, "requests": len(self.latencies), "errors": self.errors,
-                "completion_tokens": self.tokens, "wall_s": self.wall, "p50_s": percentile(self.latencies, 0.5),
-                "p99_s": percentile(self.latencies, 0.99), "mean_s": statistics.mean(self.latencies),
-                "tokens_per_s": self.tokens / self.wall, "requests_per_s": len(self.latencies) / self.wall}
-
-
-def serve_round(api, texts: list[str], max_tokens: int, tally: Tally) -> None:
-    """One request per client, all at once."""
-
-    def client(text: str) -> None:
+    limits = httpx.Limits(max_connections=clients + 4)
+    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
         started = time.perf_counter()
-        try:
-            done = api.completions.create(model="bench", prompt=text, max_tokens=max_tokens, temperature=0)
-        except Exception:
-            with tally.lock:
-                tally.errors += 1
-            return
-        with tally.lock:
-            tally.latencies.append(time.perf_counter() - started)
-            tally.tokens += done.usage.completion_tokens
-
-    threads = [threading.Thread(target=client, args=(text,)) for text in texts]
-    started = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    tally.wall += time.perf_counter() - started
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return {"clients": clients, "requests": len(latencies), "errors": len(errors), "error_samples": errors[:3],
+            "unsent": len(queue), "wall_s": wall, "requests_per_s": len(latencies) / wall,
+            "output_tokens": tokens, "output_tokens_per_s": tokens / wall,
+            "ttft_p50_s": percentile(ttfts, 0.5), "ttft_p99_s": percentile(ttfts, 0.99),
+            "latency_p50_s": percentile(latencies, 0.5), "latency_p99_s": percentile(latencies, 0.99)}
 
 
-@torch.inference_mode()
-def generate_round(model, tokenizer, texts: list[str], max_tokens: int, tally: Tally) -> None:
-    """The same requests through transformers' generate, one after another (no server, no batching)."""
-    started = time.perf_counter()
-    for text in texts:
-        ids = torch.tensor([tokenizer.encode(text, add_special_tokens=False)])
-        t0 = time.perf_counter()
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_tokens, do_sample=False,
-                             pad_token_id=tokenizer.pad_token_id)
-        tally.latencies.append(time.perf_counter() - t0)
-        tally.tokens += out.shape[1] - ids.shape[1]
-    tally.wall += time.perf_counter() - started
+async def soak(server: Server, prompts: list[str], clients: int, seconds: float, max_request_bytes: int) -> dict:
+    """Mixed traffic with faults for ``seconds``; counts by kind and what came back."""
+    rng = random.Random(0)
+    kinds = ["stream"] * 4 + ["plain"] * 3 + ["drop"] * 2 + ["oversized", "malformed"]
+    sent = {k: 0 for k in set(kinds)}
+    answered = {k: 0 for k in set(kinds)}
+    failures: list[str] = []
+    deadline = time.monotonic() + seconds
+
+    async def one(client, kind: str) -> None:
+        prompt = rng.choice(prompts)
+        body = {"model": "bench", "prompt": prompt, "max_tokens": rng.randint(16, 64), "temperature": 0.7,
+                "seed": rng.randint(0, 1000)}
+        url = f"{server.base}/v1/completions"
+        if kind == "oversized":
+            reply = await client.post(url, content=b'{"prompt": "' + b"x" * (max_request_bytes + 10) + b'"}',
+                                      headers={"content-type": "application/json"})
+            ok = reply.status_code == 413
+        elif kind == "malformed":
+            reply = await client.post(url, content=b'{"prompt": "unterminated', headers={"content-type": "application/json"})
+            ok = reply.status_code in (400, 422)
+        elif kind == "plain":
+            reply = await client.post(url, json=body)
+            ok = reply.status_code == 200 and reply.json()["choices"][0]["finish_reason"] in ("stop", "length")
+        else:
+            events = 0
+            async with client.stream("POST", url, json={**body, "stream": True}) as reply:
+                async for line in reply.aiter_lines():
+                    events += line.startswith("data: ")
+                    if kind == "drop" and events >= 3:
+                        break  # leaving the block closes the connection mid-stream
+            ok = reply.status_code == 200 and (kind == "drop" or events > 1)
+        answered[kind] += ok
+        if not ok:
+            failures.append(f"{kind}: {reply.status_code}")
+
+    async def worker(client):
+        while time.monotonic() < deadline:
+            kind = rng.choice(kinds)
+            sent[kind] += 1
+            try:
+                await one(client, kind)
+            except Exception as exc:  # a well-formed request that got no answer is a failure of the soak
+                failures.append(f"{kind}: {exc!r}"[:200])
+
+    async with httpx.AsyncClient(timeout=300, limits=httpx.Limits(max_connections=clients + 4)) as client:
+        before = rss_mb(server.process.pid)
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        wall = time.perf_counter() - started
+        await asyncio.sleep(2)  # dropped streams leave the batch at the next step
+        health = (await client.get(f"{server.base}/health")).json()
+    after = rss_mb(server.process.pid)
+    well_formed = [k for k in ("stream", "plain")]
+    return {"clients": clients, "seconds": wall, "sent": sent, "answered_as_expected": answered,
+            "well_formed_sent": sum(sent[k] for k in well_formed),
+            "well_formed_answered": sum(answered[k] for k in well_formed),
+            "failures": len(failures), "failure_samples": failures[:5],
+            "leaked_running": health["running"], "leaked_queued": health["queued"],
+            "rss_mb_before": before, "rss_mb_after": after, "rss_change_pct": 100 * (after - before) / before}
 
 
-def measure(model, tokenizer, texts: list[str], clients: int, max_tokens: int) -> list[dict]:
-    """Rounds of `clients` requests; each round runs the baseline, then the server unbatched, then batched,
-    so a change in machine load during the run falls on all three alike."""
-    import openai
+def prepare_models(work: Path, model_name: str) -> dict[str, Path]:
+    """The fp32 zoo folder, lmforge's packed int4 + int8 head folder, and the same codes as GGUF."""
+    from lmforge.compress import RTN, quantize, save_quantized
+    from lmforge.compress.export.gguf import export_gguf
+    from lmforge.models import load_model, zoo_path
 
-    from lmforge.serve import ServeConfig, ServerThread, create_app
-
-    apps = {batch: create_app(model, tokenizer, ServeConfig(model_name="bench", api_keys=("bench",),
-                                                            rate_per_minute=1e6, max_batch_size=batch))
-            for batch in (1, 8)}
-    tallies = {"generate": Tally("generate b1 (baseline)"), 1: Tally("serve batch≤1"),
-               8: Tally("serve batch≤8")}
-    with ServerThread(apps[1]) as unbatched, ServerThread(apps[8]) as batched:
-        apis = {batch: openai.OpenAI(base_url=server.base_url, api_key="bench", max_retries=0, timeout=600)
-                for batch, server in ((1, unbatched), (8, batched))}
-        for api in apis.values():
-            api.completions.create(model="bench", prompt="warm up", max_tokens=2, temperature=0)
-        generate_round(model, tokenizer, ["warm up"], 2, Tally("warm-up"))
-        for start in range(0, len(texts), clients):
-            chunk = texts[start:start + clients]
-            generate_round(model, tokenizer, chunk, max_tokens, tallies["generate"])
-            for batch, api in apis.items():
-                serve_round(api, chunk, max_tokens, tallies[batch])
-        results = [tally.summary() for tally in tallies.values()]
-        for batch, row in zip((1, 8), results[1:]):
-            row["batch_sizes"] = dict(apps[batch].state.batcher.batch_sizes)
-    return results
+    model, tokenizer = load_model(model_name)
+    quantize(model, RTN(bits=4, group_size=64, symmetric=True, lm_head_bits=8))
+    folder = save_quantized(model, tokenizer, work / "int4-head8")
+    gguf = export_gguf(model, tokenizer, work / "int4-head8.gguf")
+    return {"fp32": zoo_path(model_name), "int4": folder, "gguf": gguf}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--clients", type=int, default=4)
-    parser.add_argument("--requests", type=int, default=4, help="per client")
-    parser.add_argument("--max-tokens", type=int, default=32)
-    parser.add_argument("--prompt-tokens", type=int, default=64)
+    parser.add_argument("--clients", default="1,8,32")
+    parser.add_argument("--requests", default="4,16,32", help="requests per setting, one per --clients entry")
+    parser.add_argument("--max-seconds", type=float, default=180, help="cap per setting")
+    parser.add_argument("--servers", default="lmforge-fp32,lmforge-int4,llama.cpp")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-int4", action="store_true")
+    parser.add_argument("--soak-seconds", type=float, default=30)
+    parser.add_argument("--soak-clients", type=int, default=32)
+    parser.add_argument("--llama-python", default=str(ROOT / ".venv-llama" / "bin" / "python"),
+                        help="python of the llama-cpp-python venv (the peer)")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.json"))
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
 
-    from lmforge.cli.common import console, print_table, save_json
-    from lmforge.models import load_model, tensor_bytes
+    from transformers import AutoTokenizer
 
-    console.width = max(console.width, 120)  # one line per row, also when the output goes to a log file
+    from lmforge.cli.common import print_table, save_json
+    from lmforge.data import load_corpus
+    from lmforge.models import zoo_path
 
-    model, tokenizer = load_model(args.model)
-    texts = prompts(tokenizer, args.clients * args.requests, args.prompt_tokens)
-    variants = [("fp32", lambda m: m)]
-    if not args.no_int4:
-        try:
-            from lmforge.compress.quantization.config import RTN
-            from lmforge.compress.quantization.driver import quantize
+    tokenizer = AutoTokenizer.from_pretrained(zoo_path(args.model))
+    corpus = load_corpus("wikitext2")
+    ids = tokenizer.encode(corpus.text(), add_special_tokens=False)
+    rng = random.Random(0)
+    total = max(int(n) for n in args.requests.split(","))
+    prompts = [tokenizer.decode(ids[i * 997: i * 997 + 64]) for i in range(total)]
+    budgets = [rng.randint(64, 128) for _ in range(total)]
+    levels = list(zip(map(int, args.clients.split(",")), map(int, args.requests.split(","))))
 
-            variants.append(("int4 g64", lambda m: (quantize(m, RTN(bits=4, group_size=64)), m)[1]))
-        except ImportError:
-            print("lmforge.compress not available: int4 skipped")
-    results = []
-    for name, prepare in variants:
-        model = prepare(model)
-        ram_mb = sum(tensor_bytes(model).values()) / 1e6
-        for row in measure(model, tokenizer, texts, args.clients, args.max_tokens):
-            results.append({"model": name, "model_ram_mb": ram_mb, **row})
-            print(json.dumps(results[-1]), flush=True)
-    print_table(f"serve load test: {args.clients} clients × {args.requests} requests, {args.prompt_tokens}-token "
-                f"prompts, {args.max_tokens} new tokens, {args.threads} threads",
-                ["model", "setting", "requests", "errors", "p50 s", "p99 s", "tokens/s", "requests/s"],
-                [(r["model"], r["setting"], r["requests"], r["errors"], r["p50_s"], r["p99_s"], r["tokens_per_s"],
-                  r["requests_per_s"]) for r in results])
-    save_json(args.out, {"args": vars(args), "results": results, "torch": torch.__version__,
-                         "host_cpus": torch.get_num_threads()})
+    rows, results = [], {"load": [], "soak": None}
+    with tempfile.TemporaryDirectory() as work:
+        paths = prepare_models(Path(work), args.model)
+        starts = {"lmforge-fp32": lambda: lmforge_server(str(paths["fp32"]), args.threads, 32),
+                  "lmforge-int4": lambda: lmforge_server(str(paths["int4"]), args.threads, 32),
+                  "llama.cpp": lambda: llama_server(args.llama_python, paths["gguf"], args.threads)}
+        for name in args.servers.split(","):
+            server = starts[name]()
+            try:
+                server.wait_ready()
+            except RuntimeError as exc:  # recorded as the server's row; the others still run
+                results["load"].append({"server": name, "error": str(exc)})
+                print(f"{name}: {exc}", flush=True)
+                continue
+            try:
+                asyncio.run(load(server.base, prompts[:2], [8, 8], 2, 60, tokenizer))  # warm-up, not counted
+                for clients, count in levels:
+                    row = asyncio.run(load(server.base, prompts[:count], budgets[:count], clients, args.max_seconds,
+                                           tokenizer))
+                    row = {"server": name, **row}
+                    results["load"].append(row)
+                    print(json.dumps(row), flush=True)
+                    rows.append((name, clients, row["requests"], row["errors"], row["output_tokens_per_s"],
+                                 row["requests_per_s"], row["ttft_p50_s"], row["ttft_p99_s"], row["latency_p50_s"],
+                                 row["latency_p99_s"]))
+                if name == "lmforge-int4" and args.soak_seconds > 0:
+                    results["soak"] = asyncio.run(soak(server, prompts, args.soak_clients, args.soak_seconds, 64 * 1024))
+                    print(json.dumps(results["soak"]), flush=True)
+            finally:
+                server.stop()
+        peer = subprocess.run([args.llama_python, "-c", "import llama_cpp; print(llama_cpp.__version__)"],
+                              capture_output=True, text=True).stdout.strip()
+        results["provenance"] = provenance({"model": paths["fp32"], "int4_folder": paths["int4"], "gguf": paths["gguf"],
+                                            "wikitext2": corpus.source},
+                                           packages=("fastapi", "uvicorn", "httpx"), peers={"llama-cpp-python": peer})
+    results["args"] = vars(args)
+    print_table(f"streaming completions, 64-token prompts, 64-128 new tokens, {args.threads} threads per server",
+                ["server", "clients", "requests", "errors", "out tok/s", "req/s", "TTFT p50", "TTFT p99",
+                 "latency p50", "latency p99"], rows)
+    if results["soak"]:
+        s = results["soak"]
+        print_table(f"soak: {s['clients']} clients, {s['seconds']:.0f} s", ["sent", "well-formed answered",
+                    "failures", "leaked running/queued", "RSS before → after MB"],
+                    [(sum(s["sent"].values()), f"{s['well_formed_answered']}/{s['well_formed_sent']}", s["failures"],
+                      f"{s['leaked_running']}/{s['leaked_queued']}",
+                      f"{s['rss_mb_before']:.0f} → {s['rss_mb_after']:.0f} ({s['rss_change_pct']:+.1f} %)")])
+    save_json(args.out, results)
 
 
 if __name__ == "__main__":

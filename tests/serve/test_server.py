@@ -8,7 +8,7 @@ import openai
 import pytest
 import torch
 
-from lmforge.serve import GenerationOutput, ServeConfig, ServerThread, create_app
+from lmforge.serve import ServeConfig, ServerThread, create_app
 from lmforge.serve.usage import read_usage
 
 KEY = "test-key-1"
@@ -51,14 +51,16 @@ def test_openai_client_completion_chat_and_stream_match_transformers_greedy(tiny
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == chat.choices[0].message.content
         assert chunks[-1].usage.completion_tokens == chat.usage.completion_tokens == 8
 
-        sampled = [api.completions.create(model="tiny", prompt=prompt, max_tokens=12, temperature=1.0, seed=7)
-                   .choices[0].text for _ in range(2)]
+        sampled = [api.completions.create(model="tiny", prompt=prompt, max_tokens=12, temperature=1.0, seed=7,
+                                          user="alice@example.org").choices[0].text for _ in range(2)]
         assert sampled[0] == sampled[1]  # a seed makes sampling reproducible
     lines = read_usage(log)
     assert len(lines) == 7  # models, 2 completions, 2 chats, 2 sampled
     assert all(line["status"] == 200 and line["key"].startswith("key-") and KEY not in json.dumps(line) for line in lines)
     assert lines[1]["prompt_tokens"] == len(tokenizer.encode(prompt, add_special_tokens=False))
-    assert lines[1]["completion_tokens"] == 12 and lines[1]["latency_ms"] > 0
+    assert lines[1]["completion_tokens"] == 12 and lines[1]["latency_ms"] > 0 and lines[1]["ttft_ms"] > 0
+    assert lines[-1]["user"].startswith("sha256:") and "alice" not in log.read_text()  # the end user, hashed
+    assert prompt not in log.read_text()  # no raw text unless asked
 
 
 def test_guards_answer_401_413_429_and_400_and_log_every_request(tiny, tmp_path):
@@ -99,46 +101,28 @@ def test_guards_answer_401_413_429_and_400_and_log_every_request(tiny, tmp_path)
     assert "pipe bomb" not in log.read_text()  # no raw text unless asked
 
 
-def scripted(text, pieces=3):
-    """A generate function that 'generates' ``text`` in small pieces, like a model emitting tokens."""
-
-    def generate(requests):
-        outputs = []
-        for request in requests:
-            chunks = [text[i:i + pieces] for i in range(0, len(text), pieces)]
-            sent = 0
-            for chunk in chunks:
-                sent += 1
-                if not request.on_text(chunk):
-                    break
-            outputs.append(GenerationOutput(sent, "stop"))
-        return outputs
-
-    return generate
-
-
-def test_pii_in_model_output_is_redacted_streaming_or_not(tiny, tmp_path):
+def test_pii_in_model_output_is_redacted_streaming_or_not(tiny, tmp_path, scripted):
     _, tokenizer = tiny
     text = "Sure. Write to jane.doe@example.com or call +1 415 555 0132 and we will reply within a day."
     log = tmp_path / "usage.jsonl"
-    app = create_app(None, tokenizer, ServeConfig(model_name="stub", usage_log=str(log)), generate=scripted(text))
+    app = create_app(None, tokenizer, ServeConfig(model_name="stub", usage_log=str(log)), runner=scripted(tokenizer, text))
     with ServerThread(app) as server:
         api = client(server, key="unused")
-        whole = api.completions.create(model="stub", prompt="contact?", max_tokens=50).choices[0].text
+        whole = api.completions.create(model="stub", prompt="contact?", max_tokens=300).choices[0].text
         streamed = "".join(c.choices[0].text for c in
-                           api.completions.create(model="stub", prompt="contact?", max_tokens=50, stream=True))
+                           api.completions.create(model="stub", prompt="contact?", max_tokens=300, stream=True))
     for answer in (whole, streamed):
         assert "jane.doe" not in answer and "555" not in answer
         assert "<EMAIL>" in answer and "<PHONE>" in answer and answer.endswith("within a day.")
     assert [line["pii_redacted"] for line in read_usage(log)] == [{"EMAIL": 1, "PHONE": 1}] * 2
 
 
-def test_output_filter_cuts_the_text_and_reports_content_filter(tiny):
+def test_output_filter_cuts_the_text_and_reports_content_filter(tiny, scripted):
     _, tokenizer = tiny
     text = "Here is the key you asked for: -----BEGIN RSA PRIVATE KEY-----\nMIIEow..."
-    app = create_app(None, tokenizer, ServeConfig(model_name="stub"), generate=scripted(text))
+    app = create_app(None, tokenizer, ServeConfig(model_name="stub"), runner=scripted(tokenizer, text))
     with ServerThread(app) as server:
-        choice = client(server, key="unused").completions.create(model="stub", prompt="x", max_tokens=50).choices[0]
+        choice = client(server, key="unused").completions.create(model="stub", prompt="x", max_tokens=300).choices[0]
     assert choice.finish_reason == "content_filter"
     assert choice.text == "Here is the key you asked for: " and "BEGIN" not in choice.text
 
@@ -147,7 +131,7 @@ def test_eight_concurrent_clients_twenty_requests_each_are_batched(tiny, tmp_pat
     model, tokenizer = tiny
     log = tmp_path / "usage.jsonl"
     app = create_app(model, tokenizer, ServeConfig(model_name="tiny", api_keys=(KEY,), usage_log=str(log),
-                                                   rate_per_minute=10_000, batch_window_ms=10))
+                                                   rate_per_minute=10_000))
     errors, texts = [], {}
     with ServerThread(app) as server:
         def worker(index):
@@ -165,45 +149,39 @@ def test_eight_concurrent_clients_twenty_requests_each_are_batched(tiny, tmp_pat
             thread.start()
         for thread in threads:
             thread.join()
-        batch_sizes = app.state.batcher.batch_sizes
+        batch_sizes = app.state.ctx.scheduler.batch_sizes
     assert errors == [] and len(texts) == 160
-    assert sum(size * count for size, count in batch_sizes.items()) == 160
-    assert max(batch_sizes) > 1  # concurrent requests really ran together
+    assert max(batch_sizes) > 1  # concurrent requests really were decoded together
     assert len(read_usage(log)) == 160
     # Batched (left-padded) answers equal the model's own greedy output for the same prompt.
     prompt_ids = tokenizer.encode("Science questions ask about plants 5 11", add_special_tokens=False)
     assert texts[5, 11] == greedy_reference(model, tokenizer, prompt_ids, 3).removesuffix("\ufffd")
 
 
-def test_a_failing_model_gives_500_and_a_usage_line_and_the_server_keeps_serving(tiny, tmp_path):
+def test_a_failing_model_gives_500_and_a_usage_line_and_the_server_keeps_serving(tiny, tmp_path, scripted):
     _, tokenizer = tiny
-    calls = []
-
-    def flaky(requests):
-        calls.append(len(requests))
-        if len(calls) == 1:
-            raise RuntimeError("out of memory")
-        return scripted("fine")(requests)
-
+    runner = scripted(tokenizer, "fine", fail_prefill=True)
     log = tmp_path / "usage.jsonl"
-    app = create_app(None, tokenizer, ServeConfig(model_name="stub", usage_log=str(log)), generate=flaky)
+    app = create_app(None, tokenizer, ServeConfig(model_name="stub", usage_log=str(log)), runner=runner)
     with ServerThread(app) as server:
         api = client(server, key="unused")
-        with pytest.raises(openai.InternalServerError):
+        with pytest.raises(openai.InternalServerError) as failed:
             api.completions.create(model="stub", prompt="x", max_tokens=5)
+        assert "RuntimeError: out of memory" in failed.value.message
+        runner.fail_prefill = False
         assert api.completions.create(model="stub", prompt="x", max_tokens=5).choices[0].text == "fine"
         with pytest.raises(openai.BadRequestError):
             api.completions.create(model="stub", prompt="x", max_tokens=5, temperature=3.0)
     assert [line["status"] for line in read_usage(log)] == [500, 200, 400]
 
 
-def test_without_screens_streaming_is_not_held_back(tiny):
+def test_without_screens_streaming_is_not_held_back(tiny, scripted):
     _, tokenizer = tiny
     text = "one two three four five six seven eight nine ten " * 3
     config = ServeConfig(model_name="stub", content_filter=False, redact_pii=False)
-    with ServerThread(create_app(None, tokenizer, config, generate=scripted(text, pieces=5))) as server:
+    with ServerThread(create_app(None, tokenizer, config, runner=scripted(tokenizer, text))) as server:
         chunks = [c.choices[0].text for c in client(server, key="unused").completions.create(
-            model="stub", prompt="x", max_tokens=50, stream=True, stop=["nine ten one"])]
+            model="stub", prompt="x", max_tokens=300, stream=True, stop=["nine ten one"])]
     assert "".join(chunks) == "one two three four five six seven eight "
     assert len([c for c in chunks if c]) >= 7  # pieces flow as generated, not in one block at the end
 
@@ -218,7 +196,7 @@ def test_a_saved_int4_model_loads_and_serves_like_its_own_generate(tmp_path):
     compress.quantize(model, RTN(bits=4, group_size=32))
     loaded, loaded_tokenizer = load_model(save_quantized(model, tokenizer, tmp_path / "int4"))
     assert any(type(m).__name__ == "QuantLinear" for m in loaded.modules())  # still packed after loading
-    app = create_app(loaded, loaded_tokenizer, ServeConfig(model_name="int4", batch_window_ms=1000))
+    app = create_app(loaded, loaded_tokenizer, ServeConfig(model_name="int4"))
     prompts = ["The quick brown fox", "Science questions ask about plants"]  # different lengths: left padding
     answers = {}
     with ServerThread(app) as server:
@@ -233,7 +211,7 @@ def test_a_saved_int4_model_loads_and_serves_like_its_own_generate(tmp_path):
             thread.start()
         for thread in threads:
             thread.join()
-    assert app.state.batcher.batch_sizes == {2: 1}  # both ran in one left-padded batch
+    assert max(app.state.ctx.scheduler.batch_sizes) == 2  # both were decoded in one left-padded batch
     for prompt, answer in answers.items():
         ids = loaded_tokenizer.encode(prompt, add_special_tokens=False)
         assert answer == greedy_reference(loaded, loaded_tokenizer, ids, 6).removesuffix("\ufffd")

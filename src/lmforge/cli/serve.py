@@ -16,7 +16,7 @@ def register(app: typer.Typer) -> None:
 def serve_command(
     model: str = typer.Argument(..., help="zoo name, HF folder (lmforge-compressed ones too), .gguf file or hub id"),
     host: str = typer.Option("127.0.0.1", help="address to bind; anything but loopback requires --api-key"),
-    port: int = typer.Option(8000, help="TCP port"),
+    port: int = typer.Option(8000, help="TCP port (1-65535)"),
     api_key: list[str] = typer.Option(None, "--api-key", help="accepted bearer key (repeat for several; "
                                       "or LMFORGE_API_KEYS=k1,k2)"),
     name: str = typer.Option(None, help="model id clients send (default: MODEL)"),
@@ -30,13 +30,14 @@ def serve_command(
     usage_log: str = typer.Option(None, help="JSONL usage log (default: usage.jsonl beside the run store; "
                                   "'off' turns it off)"),
     log_text: bool = typer.Option(False, help="also keep prompts and completions in the usage log"),
-    max_batch_size: int = typer.Option(8, help="requests run together at most"),
-    batch_window_ms: float = typer.Option(5.0, help="how long to wait for more requests to batch"),
+    max_concurrent: int = typer.Option(8, help="sequences decoded together (continuous batching)"),
+    max_queued: int = typer.Option(64, help="sequences waiting for a slot; beyond that 503 + Retry-After"),
+    max_batch_tokens: int = typer.Option(None, help="bound on running sequences × their longest length (KV memory)"),
     trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
 ) -> None:
     """Serve MODEL on /v1/completions, /v1/chat/completions (streaming too) and /v1/models."""
     from lmforge.runs import record_run
-    from lmforge.serve import ServeConfig, check_bind, serve
+    from lmforge.serve import ServeConfig, check_bind, check_port, serve
 
     from lmforge.paths import home_dir
 
@@ -46,8 +47,10 @@ def serve_command(
         model_name=name or model, api_keys=keys, rate_per_minute=rate, rate_burst=burst,
         max_request_bytes=max_request_bytes, max_tokens_limit=max_tokens_limit, content_filter=not no_filter,
         filter_path=filter_path, redact_pii=not no_redact, usage_log=usage_log, log_text=log_text,
-        max_batch_size=max_batch_size, batch_window_ms=batch_window_ms,
+        max_concurrent=max_concurrent, max_queued=max_queued, max_batch_tokens=max_batch_tokens,
     )
+    config.check()
+    check_port(port)
     check_bind(host, keys)
     recorded = {k: v for k, v in config.__dict__.items() if k != "api_keys"} | {"api_keys": len(keys), "host": host,
                                                                                "port": port}

@@ -9,21 +9,23 @@ from __future__ import annotations
 import ipaddress
 
 from lmforge.errors import LmforgeError
-from lmforge.serve.app import ServeConfig, create_app
-from lmforge.serve.generation import GenerationOutput, GenerationRequest, ModelGenerator
+from lmforge.serve.app import create_app
+from lmforge.serve.config import ServeConfig, check_port
 from lmforge.serve.guardrails import ContentFilter, OutputGuard, RateLimiter, load_filter
+from lmforge.serve.runner import ModelRunner
+from lmforge.serve.scheduler import Scheduler
 from lmforge.serve.thread import ServerThread
 
 __all__ = [
     "ContentFilter",
-    "GenerationOutput",
-    "GenerationRequest",
-    "ModelGenerator",
+    "ModelRunner",
     "OutputGuard",
     "RateLimiter",
+    "Scheduler",
     "ServeConfig",
     "ServerThread",
     "check_bind",
+    "check_port",
     "create_app",
     "load_filter",
     "serve",
@@ -53,6 +55,8 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, config: ServeCo
     from lmforge.models import load_model
 
     config = config or ServeConfig(model_name=str(model))
+    config.check()
+    check_port(port)
     check_bind(host, config.api_keys)
     loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
     progress(f"serving {model} as '{config.model_name}' on http://{host}:{port}/v1 "

@@ -162,8 +162,10 @@ class ApiKeys:
         if not self.keys:
             return None
         scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() == "bearer" and any(hmac.compare_digest(token.strip(), k) for k in self.keys):
-            return token.strip()
+        token = token.strip()
+        # compare_digest refuses non-ASCII str; such a header cannot hold a key we issued anyway.
+        if scheme.lower() == "bearer" and token.isascii() and any(hmac.compare_digest(token, k) for k in self.keys):
+            return token
         raise PermissionError("missing or wrong API key; send 'Authorization: Bearer <key>'")
 
 
@@ -177,14 +179,23 @@ class RateLimiter:
         self.buckets: dict[str, tuple[float, float]] = {}
         self.lock = threading.Lock()
 
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, last = self.buckets.get(key, (self.capacity, now))
+        return min(self.capacity, tokens + (now - last) * self.rate)
+
+    def wait(self, key: str) -> float:
+        """Seconds until the key may send again, without taking anything (0.0: it may now)."""
+        with self.lock:
+            tokens = self._tokens(key, self.clock())
+            return 0.0 if tokens >= 1.0 else (1.0 - tokens) / self.rate
+
     def acquire(self, key: str) -> float:
         """Take one request from the key's bucket: 0.0 if allowed, else the seconds until one is available."""
         with self.lock:
             now = self.clock()
-            tokens, last = self.buckets.get(key, (self.capacity, now))
-            tokens = min(self.capacity, tokens + (now - last) * self.rate)
+            tokens = self._tokens(key, now)
             if tokens >= 1.0:
                 self.buckets[key] = (tokens - 1.0, now)
                 return 0.0
             self.buckets[key] = (tokens, now)
-            return (1.0 - tokens) / self.rate if self.rate > 0 else float("inf")
+            return (1.0 - tokens) / self.rate
