@@ -42,6 +42,7 @@ GENERATION_KEYS = {"until", "max_gen_toks", "do_sample", "temperature"}
 METRIC_KEYS = {"metric", "aggregation", "higher_is_better", "ignore_case", "ignore_punctuation", "ignore_numbers",
                "regexes_to_ignore", "weight_by_size", "filter_list"}
 DATASET_PATHS = ("json", "csv")
+SHIPPED = Path(__file__).resolve().parent / "builtin"  # lmforge's own task files: their code is lmforge's code
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class FunctionRef:
     name: str
 
     def load(self, trust_task_code: bool) -> Callable:
-        if not trust_task_code:
+        if not trust_task_code and SHIPPED not in self.file.resolve().parents:
             raise LmforgeError(f"the task uses '!function {self.file.stem}.{self.name}' ({self.file}), which runs Python "
                                "code; pass --trust-task-code if you trust its author")
         if not self.file.is_file():

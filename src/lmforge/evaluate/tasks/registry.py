@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Sequence
 
 import yaml
 
 from lmforge.errors import LmforgeError
-from lmforge.evaluate.tasks.config import GroupConfig, TaskConfig, parse, read_yaml
+from lmforge.evaluate.tasks.config import SHIPPED, GroupConfig, TaskConfig, parse, read_yaml
 
 
 def builtin_folder() -> Path:
-    return Path(str(resources.files("lmforge.evaluate.tasks") / "builtin"))
+    return SHIPPED
 
 
 def _names_in(path: Path) -> list[str]:
