@@ -62,3 +62,11 @@ def expand(config: TaskConfig | GroupConfig, include_paths: Sequence[str | Path]
     if isinstance(config, TaskConfig):
         return [config]
     return [task for member in config.tasks for task in expand(resolve(member, include_paths), include_paths)]
+
+
+def is_task_file(name: str, include_paths: Sequence[str | Path] = ()) -> bool:
+    """Whether ``name`` is an lm-eval task or group (shipped, included, or a YAML file with a task/group key)."""
+    if name in task_index(include_paths):
+        return True
+    path = Path(name)
+    return path.suffix in (".yaml", ".yml") and path.is_file() and bool(_names_in(path))
