@@ -301,3 +301,23 @@ def test_choice_scores_by_hand():
         "acc": 1.0, "acc_norm": 0.0, "acc_bytes": 1.0, "exact_match": 0.0}
     # ties go to the first choice (numpy argmax); a list of golds counts any of them
     assert choice_scores([-1.0, -1.0], [True, True], ["a", "b"], [1])["acc"] == 0.0
+
+
+def test_fewshot_prefix_kv_sharing_gives_the_full_context_scores(tiny, tmp_path):
+    from lmforge.evaluate.loglikelihood import _PrefixCache
+
+    model, tokenizer = tiny
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text("".join(json.dumps(d) + "\n" for d in DOCS[3:]), encoding="utf-8")
+    description = "The following are questions about rocks, batteries and sunlight, with answers.\n\n"
+    path = write_task(tmp_path, "prefix", DOCS[:3], fewshot_split="dev", fewshot_config={"sampler": "first_n"},
+                      num_fewshot=2, description=description)
+    spec = yaml.safe_load(path.read_text())
+    spec["dataset_kwargs"]["data_files"]["dev"] = str(dev)
+    path.write_text(yaml.safe_dump(spec))
+    result = evaluate_task(model, tokenizer, resolve(path), EvalSettings(batch_size=2))
+    contexts = sorted({tuple(encode_pair(tokenizer, c, x).context) for s in result.samples for c, x in s["pairs"]})
+    assert len(_PrefixCache(model, contexts).tokens) >= _PrefixCache.MIN_TOKENS  # the shared path is taken
+    for sample in result.samples:
+        for (context, continuation), (ll, greedy) in zip(sample["pairs"], sample["response"]):
+            assert (ll, greedy) == pytest.approx(brute_loglikelihood(model, tokenizer, context, continuation), abs=1e-4)
