@@ -43,7 +43,7 @@ from lmforge.runs.store import package_versions
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("arc_easy", "piqa", "hellaswag", "winogrande", "lambada_openai", "mmlu", "gsm8k")
-console = Console()
+console = Console(width=170)
 
 
 def provenance(lm_eval_python: str, model_dir: Path, tasks: list[str]) -> dict:
@@ -147,25 +147,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default=",".join(TASKS))
     parser.add_argument("--limit", type=int, default=50, help="documents per task (per subject for mmlu)")
+    parser.add_argument("--limit-for", action="append", default=[], metavar="TASK=N",
+                        help="a different limit for one task, e.g. mmlu=2 gsm8k=200 (repeatable)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--model", default=None, help="a safetensors model folder (default: the pulled SmolLM2-135M)")
     parser.add_argument("--lmeval-python", default=str(ROOT / ".venv-lmeval" / "bin" / "python"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lmeval_parity.json"))
     args = parser.parse_args()
     tasks = [t for t in args.tasks.split(",") if t]
-    model_dir = pull("smollm2-135m")
+    limits = {task: args.limit for task in tasks} | {k: int(v) for k, v in (x.split("=") for x in args.limit_for)}
+    model_dir = Path(args.model) if args.model else pull("smollm2-135m")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for task in tasks:
             console.print(f"[bold]{task}[/]: lmforge …")
-            ours = run_lmforge(model_dir, task, args.limit, args.batch_size, work)
+            ours = run_lmforge(model_dir, task, limits[task], args.batch_size, work)
             console.print(f"[bold]{task}[/]: lm-eval …")
-            theirs = run_lm_eval(args.lmeval_python, model_dir, task, args.limit, args.batch_size, work)
-            rows.append({"task": task, "documents": ours["documents"], "lmforge": ours["metrics"],
+            theirs = run_lm_eval(args.lmeval_python, model_dir, task, limits[task], args.batch_size, work)
+            rows.append({"task": task, "limit": limits[task], "documents": ours["documents"], "lmforge": ours["metrics"],
                          "lm_eval": theirs["metrics"], "lmforge_wall_s": ours["wall_s"], "lmforge_eval_s": ours["eval_s"],
                          "lm_eval_wall_s": theirs["wall_s"], **compare(ours, theirs)})
             console.print(rows[-1])
-    table = Table(title=f"SmolLM2-135M fp32 · lmforge vs lm-eval 0.4.13 · --limit {args.limit} · batch {args.batch_size} · "
+    table = Table(title=f"{model_dir.name} fp32 · lmforge vs lm-eval 0.4.13 · batch {args.batch_size} · "
                         "wall = whole process", title_justify="left")
     for column in ("task", "docs", "metric", "lmforge", "lm-eval", "|Δ|", "per-doc agree", "max |Δll| / same gen",
                    "lmforge s", "lm-eval s", "speed-up"):
@@ -181,7 +185,7 @@ def main() -> None:
                           f"{row['lmforge_wall_s']:.0f}" if first else "", f"{row['lm_eval_wall_s']:.0f}" if first else "",
                           f"{row['lm_eval_wall_s'] / row['lmforge_wall_s']:.2f}×" if first else "")
     console.print(table)
-    write_json(args.out, {"limit": args.limit, "batch_size": args.batch_size, "timing": "whole process, both tools",
+    write_json(args.out, {"limits": limits, "batch_size": args.batch_size, "timing": "whole process, both tools",
                           "rows": rows, "provenance": provenance(args.lmeval_python, model_dir, tasks)})
     console.print(f"wrote {args.out}")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -34,6 +35,11 @@ def _names_in(path: Path) -> list[str]:
 
 def task_index(include_paths: Sequence[str | Path] = ()) -> dict[str, Path]:
     """name -> YAML file, over the shipped tasks, then each include path (a later folder's name wins, as in lm-eval)."""
+    return dict(_index(tuple(str(Path(p).resolve()) for p in include_paths)))
+
+
+@functools.lru_cache(maxsize=8)  # a group resolves each member by name: read the folders once per process
+def _index(include_paths: tuple[str, ...]) -> dict[str, Path]:
     index: dict[str, Path] = {}
     for folder in (builtin_folder(), *map(Path, include_paths)):
         if not Path(folder).is_dir():
