@@ -75,7 +75,9 @@ def _rows(task: str, metrics: dict[str, Any]) -> list[tuple]:
 def eval_command(
     model: str = typer.Argument(..., help="zoo name, HF folder, .gguf file or hub id"),
     task: str = typer.Option("wikitext2", "--task", "-t",
-                             help="comma-separated: wikitext2 | web_articles | arc_easy | piqa | speed | corpus path | task .yaml"),
+                             help="comma-separated: wikitext2 | web_articles | speed | corpus path | an lm-eval task or "
+                                  "group (arc_easy, piqa, hellaswag, winogrande, lambada_openai, mmlu, gsm8k, or one "
+                                  "under --include-path) | an lm-eval task .yaml"),
     protocol: str = typer.Option("windows", help=f"perplexity protocol: {' | '.join(PROTOCOLS)}"),
     seqlen: int = typer.Option(2048, help="window length in tokens (perplexity) / max length (multiple choice)"),
     stride: int = typer.Option(None, help="sliding protocol: tokens between window starts (default seqlen/2)"),
@@ -95,7 +97,7 @@ def eval_command(
     trust_task_code: bool = typer.Option(False, help="lm-eval tasks: allow !function hooks in task files (runs their code)"),
     cache: bool = typer.Option(False, help="lm-eval tasks: reuse answers cached for this exact model, task and settings"),
 ) -> None:
-    """Evaluate a model: perplexity (windows / rolling / sliding), ARC-Easy, PIQA, speed and memory."""
+    """Evaluate a model: perplexity (windows / rolling / sliding), lm-eval task files, speed and memory."""
     if limit is not None and limit < 1:
         raise LmforgeError("--limit must be at least 1")
     tasks = [t.strip() for t in task.split(",") if t.strip()]
