@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 from lmforge.cli.common import console, human_bytes, print_table, progress_bar, save_json
-from lmforge.cli.evaluate_tasks import run_task_file
+from lmforge.cli.evaluate_tasks import run_metrics, run_task_file
 from lmforge.data import load_corpus
 from lmforge.data.named import NAMES
 from lmforge.errors import LmforgeError
@@ -118,7 +118,7 @@ def eval_command(
                 results[name], done = run_task_file(loaded, tokenizer, name, settings, include_paths=include_path,
                                                     cache=cache, title=model)
                 task_results += done
-                run.log_metrics({f"{name}.{k}": v for k, v in _flatten(results[name]).items()})
+                run.log_metrics(run_metrics(results[name]))
                 continue
             metrics = run_task(loaded, tokenizer, name, protocol=protocol, seqlen=seqlen, stride=stride, limit=limit,
                                batch_size=batch_size, data_dir=data_dir, text_field=text_field)

@@ -34,3 +34,19 @@ def run_task_file(model, tokenizer, name: str, settings: EvalSettings, *, includ
         rows = rows[-len(summary.get("group", {}).get("metrics", {})) or -40:]
     print_table(f"{title} · {name}", ["task", "shots", "docs", "metric,filter", "value", "seconds"], rows)
     return summary, results
+
+
+def run_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Run-record metrics named '<task>.<metric>' ('<task>.<filter>.<metric>' for a filter other than none),
+    the names the report reads (lmforge.report.records.task_metric)."""
+    def named(task: str, key: str) -> str:
+        metric, _, filter_name = key.partition(",")
+        return f"{task}.{metric}" if filter_name in ("", "none") else f"{task}.{filter_name}.{metric}"
+
+    flat = {}
+    for task, result in summary["tasks"].items():
+        flat.update({named(task, k): v for k, v in result["metrics"].items()})
+        flat.update({named(task, k) + "_stderr": v for k, v in result["stderr"].items() if v is not None})
+    if group := summary.get("group"):
+        flat.update({named(group["name"], k): v for k, v in group["metrics"].items()})
+    return flat
