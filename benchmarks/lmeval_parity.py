@@ -42,7 +42,7 @@ from lmforge.runs.hashing import content_hash
 from lmforge.runs.store import package_versions
 
 ROOT = Path(__file__).resolve().parents[1]
-TASKS = ("arc_easy", "piqa", "hellaswag", "winogrande", "lambada_openai", "mmlu", "gsm8k")
+TASKS = ("hellaswag", "mmlu", "gsm8k", "arc_easy", "piqa", "winogrande", "lambada_openai")
 console = Console(width=170)
 
 
@@ -157,6 +157,8 @@ def main() -> None:
     tasks = [t for t in args.tasks.split(",") if t]
     limits = {task: args.limit for task in tasks} | {k: int(v) for k, v in (x.split("=") for x in args.limit_for)}
     model_dir = Path(args.model) if args.model else pull("smollm2-135m")
+    header = {"limits": limits, "batch_size": args.batch_size, "timing": "whole process, both tools",
+              "provenance": provenance(args.lmeval_python, model_dir, tasks)}
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -169,6 +171,7 @@ def main() -> None:
                          "lm_eval": theirs["metrics"], "lmforge_wall_s": ours["wall_s"], "lmforge_eval_s": ours["eval_s"],
                          "lm_eval_wall_s": theirs["wall_s"], **compare(ours, theirs)})
             console.print(rows[-1])
+            write_json(args.out, {**header, "rows": rows})  # after every task: a long run keeps what it measured
     table = Table(title=f"{model_dir.name} fp32 · lmforge vs lm-eval 0.4.13 · batch {args.batch_size} · "
                         "wall = whole process", title_justify="left")
     for column in ("task", "docs", "metric", "lmforge", "lm-eval", "|Δ|", "per-doc agree", "max |Δll| / same gen",
@@ -185,8 +188,6 @@ def main() -> None:
                           f"{row['lmforge_wall_s']:.0f}" if first else "", f"{row['lm_eval_wall_s']:.0f}" if first else "",
                           f"{row['lm_eval_wall_s'] / row['lmforge_wall_s']:.2f}×" if first else "")
     console.print(table)
-    write_json(args.out, {"limits": limits, "batch_size": args.batch_size, "timing": "whole process, both tools",
-                          "rows": rows, "provenance": provenance(args.lmeval_python, model_dir, tasks)})
     console.print(f"wrote {args.out}")
 
 
