@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from lmforge.errors import LmforgeError
 from lmforge.models.info import model_device
 
 
@@ -99,6 +100,9 @@ def score(
     once and score their continuations on its KV cache; the rest are sorted
     longest first and batched with right padding. Results come back in input order.
     """
+    if too_long := next((r for r in requests if len(r.continuation) > max_length), None):
+        raise LmforgeError(f"a continuation of {len(too_long.continuation)} tokens does not fit the model's context "
+                           f"of {max_length} tokens; use a model with a longer context or a shorter target")
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, request in enumerate(requests):
