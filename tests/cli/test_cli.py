@@ -53,7 +53,8 @@ def test_the_installed_entry_point_reports_errors_without_traceback():
     "args,message",
     [
         (["eval", "/no/such/model"], "model not found"),
-        (["eval", "{tiny}", "--task", "hellaswag"], "unknown task"),
+        (["eval", "{tiny}", "--task", "no_such_task"], "unknown task"),
+        (["eval", "{tiny}", "--task", "hellaswag"], "does not fit the model's context"),
         (["eval", "{tiny}", "--task", "/no/such/corpus.txt"], "unknown task"),
         (["eval", "{tiny}", "--task", "{latin1}", "--seqlen", "64"], "not valid UTF-8"),
         (["eval", "{tiny}", "--task", "{empty}", "--seqlen", "64"], "is empty"),

@@ -7,11 +7,13 @@ from typing import Any
 import typer
 
 from lmforge.cli.common import console, human_bytes, print_table, progress_bar, save_json
+from lmforge.cli.evaluate_tasks import print_task_file
 from lmforge.errors import LmforgeError
 from lmforge.evaluate import PROTOCOLS
+from lmforge.evaluate.tasks import EvalSettings, is_task_file, write_samples
 from lmforge.models import load_model, resolve_source
 from lmforge.runs import record_run
-from lmforge.workflows.evaluate import check_task, flatten_metrics, run_task
+from lmforge.workflows.evaluate import check_task, flatten_metrics, run_task, run_task_file, task_file_metrics
 
 
 def register(app: typer.Typer) -> None:
@@ -44,7 +46,9 @@ def _rows(task: str, metrics: dict[str, Any]) -> list[tuple]:
 def eval_command(
     model: str = typer.Argument(..., help="zoo name, HF folder, .gguf file or hub id"),
     task: str = typer.Option("wikitext2", "--task", "-t",
-                             help="comma-separated: wikitext2 | web_articles | arc_easy | piqa | speed | corpus path | task .yaml"),
+                             help="comma-separated: wikitext2 | web_articles | speed | corpus path | an lm-eval task or "
+                                  "group (arc_easy, piqa, hellaswag, winogrande, lambada_openai, mmlu, gsm8k, or one "
+                                  "under --include-path) | an lm-eval task .yaml"),
     protocol: str = typer.Option("windows", help=f"perplexity protocol: {' | '.join(PROTOCOLS)}"),
     seqlen: int = typer.Option(2048, help="window length in tokens (perplexity) / max length (multiple choice)"),
     stride: int = typer.Option(None, help="sliding protocol: tokens between window starts (default seqlen/2)"),
@@ -54,13 +58,23 @@ def eval_command(
     data_dir: str = typer.Option(None, help="folder with the named data sets (default ../shared/data)"),
     text_field: str = typer.Option("text", help="jsonl/parquet field holding the text"),
     trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
+    include_path: list[str] = typer.Option([], help="folder of lm-eval task YAML files (repeatable)"),
+    num_fewshot: int = typer.Option(None, help="lm-eval tasks: few-shot examples (default: the task file's)"),
+    apply_chat_template: bool = typer.Option(False, help="lm-eval tasks: render prompts with the model's chat template"),
+    system_prompt: str = typer.Option(None, help="lm-eval tasks: system instruction before the task description"),
+    fewshot_as_multiturn: bool = typer.Option(None, "--fewshot-as-multiturn/--no-fewshot-as-multiturn",
+                                              help="few-shot examples as chat turns (default: on with a chat template)"),
+    log_samples: str = typer.Option(None, help="lm-eval tasks: write every document's prompt, answers and scores (JSONL)"),
+    trust_task_code: bool = typer.Option(False, help="lm-eval tasks: allow !function hooks in task files (runs their code)"),
+    cache: bool = typer.Option(False, help="lm-eval tasks: reuse answers cached for this exact model, task and settings"),
 ) -> dict[str, dict[str, Any]]:
-    """Evaluate a model: perplexity (windows / rolling / sliding), ARC-Easy, PIQA, speed and memory."""
+    """Evaluate a model: perplexity (windows / rolling / sliding), lm-eval task files, speed and memory."""
     if limit is not None and limit < 1:
         raise LmforgeError("--limit must be at least 1")
     tasks = [t.strip() for t in task.split(",") if t.strip()]
     for name in tasks:
-        check_task(name)
+        if not is_task_file(name, include_path):
+            check_task(name)
     config = {"model": model, "tasks": tasks, "protocol": protocol, "seqlen": seqlen, "stride": stride,
               "limit": limit, "batch_size": batch_size}
     kind, where = resolve_source(model)
@@ -68,14 +82,27 @@ def eval_command(
     with record_run("eval", config=config, inputs=inputs) as run:
         with console.status(f"loading {model}"):
             loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
-        results = {}
+        results, task_results = {}, []
+        settings = EvalSettings(num_fewshot=num_fewshot, limit=limit, apply_chat_template=apply_chat_template,
+                                system_prompt=system_prompt, batch_size=batch_size, trust_task_code=trust_task_code,
+                                fewshot_as_multiturn=apply_chat_template if fewshot_as_multiturn is None else fewshot_as_multiturn,
+                                data_dir=data_dir)
         for name in tasks:
+            if is_task_file(name, include_path):
+                results[name], done = run_task_file(loaded, tokenizer, name, settings, include_paths=include_path,
+                                                    cache=cache, progress=progress_bar)
+                print_task_file(f"{model} · {name}", results[name], done)
+                task_results += done
+                run.log_metrics(task_file_metrics(results[name]))
+                continue
             metrics = run_task(loaded, tokenizer, name, protocol=protocol, seqlen=seqlen, stride=stride, limit=limit,
                                batch_size=batch_size, data_dir=data_dir, text_field=text_field, progress=progress_bar)
             results[name] = metrics
             run.log_metrics({f"{name}.{k}": v for k, v in flatten_metrics(metrics).items()})
             print_table(f"{model} · {name}", ["metric", "value"], _rows(name, metrics))
         save_json(json_out, {"model": model, "run_id": run.id, "results": results})
+        if log_samples:
+            console.print(f"wrote {write_samples(log_samples, task_results)}")
     console.print(f"run {run.id} recorded")
     return results
 

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 import torch
 import torch.nn.functional as F
 
+from lmforge.errors import LmforgeError
 from lmforge.models.info import model_device
 
 
@@ -99,6 +100,9 @@ def score(
     once and score their continuations on its KV cache; the rest are sorted
     longest first and batched with right padding. Results come back in input order.
     """
+    if too_long := next((r for r in requests if len(r.continuation) > max_length), None):
+        raise LmforgeError(f"a continuation of {len(too_long.continuation)} tokens does not fit the model's context "
+                           f"of {max_length} tokens; use a model with a longer context or a shorter target")
     results: list[tuple[float, bool] | None] = [None] * len(requests)
     groups: dict[tuple[int, ...], list[int]] = {}
     for i, request in enumerate(requests):
@@ -107,11 +111,12 @@ def score(
                    if len(ids) > 1 and len(context) > 1
                    and len(context) + max(len(requests[i].continuation) for i in ids) <= max_length + 1}
     single = [i for context, ids in groups.items() if context not in shared_keys for i in ids]
-    for context in shared_keys:
+    prefix = _PrefixCache(model, sorted(shared_keys))
+    for context in sorted(shared_keys):
         ids = groups[context]
         for start in range(0, len(ids), batch_size):
             chunk = ids[start : start + batch_size]
-            for i, result in zip(chunk, _score_shared_context(model, [requests[i] for i in chunk])):
+            for i, result in zip(chunk, _score_shared_context(model, [requests[i] for i in chunk], prefix)):
                 results[i] = result
             if progress:
                 progress(len(chunk))
@@ -138,19 +143,64 @@ def _continuation_score(model, hidden: torch.Tensor, continuation: Sequence[int]
     return logprobs.gather(1, target[:, None]).sum().item(), bool((logprobs.argmax(-1) == target).all())
 
 
-def _score_shared_context(model, requests: Sequence[Request]) -> list[tuple[float, bool]]:
+class _PrefixCache:
+    """The KV cache of the token prefix that every shared context starts with (a task's few-shot examples).
+
+    It is computed once; each context then runs only its own tokens on top of it
+    and the cache is cut back to the prefix afterwards. Positions and attention
+    are those of the full context, so only repeated work is saved.
+    """
+
+    MIN_TOKENS = 16  # below this a shared prefix saves less than the bookkeeping costs
+
+    def __init__(self, model, contexts: Sequence[tuple[int, ...]]):
+        self.tokens: tuple[int, ...] = ()
+        self.cache = None
+        if len(contexts) < 2:
+            return
+        # sorted contexts: the common prefix of all of them is the common prefix of the first and the last
+        first, last = contexts[0], contexts[-1]
+        n = 0
+        while n < min(len(first), len(last)) and first[n] == last[n]:
+            n += 1
+        n = min(n, min(len(c) for c in contexts) - 1)  # every context keeps at least its last token
+        if n < self.MIN_TOKENS:
+            return
+        from transformers import DynamicCache
+
+        self.tokens = first[:n]
+        self.cache = DynamicCache(config=model.config)
+        model.get_decoder()(input_ids=torch.tensor([self.tokens], device=model_device(model)), past_key_values=self.cache,
+                            use_cache=True)
+
+    def start(self, model, context: tuple[int, ...]):
+        """A cache holding context[:-1]: the shared prefix's, extended by this context's own tokens."""
+        from transformers import DynamicCache
+
+        device = model_device(model)
+        if self.cache is None or context[: len(self.tokens)] != self.tokens:
+            cache = DynamicCache(config=model.config)
+            own = context[:-1]
+        else:
+            if extra := self.cache.get_seq_length() - len(self.tokens):
+                self.cache.crop(-extra)  # back to the prefix (a negative count removes that many tokens)
+            self.cache.batch_select_indices(torch.tensor([0], device=device))
+            cache, own = self.cache, context[len(self.tokens) : -1]
+        if own:
+            model.get_decoder()(input_ids=torch.tensor([own], device=device), past_key_values=cache, use_cache=True)
+        return cache
+
+
+def _score_shared_context(model, requests: Sequence[Request], prefix: _PrefixCache) -> list[tuple[float, bool]]:
     """Score continuations of one context (of at least 2 tokens): the context runs once, its KV cache is shared.
 
     The model sees exactly context + continuation[:-1] for each request, as in the
     batched path; only the context's computation is not repeated.
     """
-    from transformers import DynamicCache
-
     context = requests[0].context
     device = model_device(model)
-    cache = DynamicCache(config=model.config)
     base = model.get_decoder()
-    base(input_ids=torch.tensor([context[:-1]], device=device), past_key_values=cache, use_cache=True)
+    cache = prefix.start(model, context)
     cache.batch_repeat_interleave(len(requests))
     # Each row: the last context token, then the continuation minus its last token (right-padded).
     rows = [[context[-1], *r.continuation[:-1]] for r in requests]

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from lmforge.data import load_corpus
 from lmforge.data.named import NAMES
 from lmforge.errors import LmforgeError
 from lmforge.evaluate import builtin_tasks, load_task, multiple_choice, perplexity, speed
+from lmforge.evaluate.tasks import (EvalSettings, GroupConfig, RequestCache, TaskResult, aggregate_group, evaluate_task,
+                                    expand, resolve)
+from lmforge.paths import home_dir
 from lmforge.workflows.progress import Progress, no_progress
 
 
@@ -53,4 +56,37 @@ def flatten_metrics(metrics: dict[str, Any], prefix: str = "") -> dict[str, Any]
             flat.update(flatten_metrics(value, f"{prefix}{key}."))
         elif isinstance(value, (int, float, str)) or value is None:
             flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def run_task_file(model, tokenizer, name: str, settings: EvalSettings, *, include_paths: Sequence[str] = (),
+                  cache: bool = False, progress: Progress = no_progress) -> tuple[dict[str, Any], list[TaskResult]]:
+    """Evaluate an lm-eval-format task or group; returns (metrics by task, plus the group's aggregate; the results)."""
+    config = resolve(name, include_paths)
+    request_cache = RequestCache(home_dir() / "eval-cache") if cache else None
+    results = []
+    for task in expand(config, include_paths):
+        with progress(task.task, None) as advance:
+            results.append(evaluate_task(model, tokenizer, task, settings, cache=request_cache, progress=advance,
+                                         on_total=advance.set_total))
+    summary: dict[str, Any] = {"tasks": {r.task: r.to_dict() for r in results}}
+    if isinstance(config, GroupConfig):
+        summary["group"] = {"name": config.group, "metrics": aggregate_group(config, results),
+                            "documents": sum(r.documents for r in results)}
+    return summary, results
+
+
+def task_file_metrics(summary: dict[str, Any]) -> dict[str, float]:
+    """Run-record metrics named '<task>.<metric>' ('<task>.<filter>.<metric>' for a filter other than none),
+    the names the report reads (lmforge.report.records.task_metric)."""
+    def named(task: str, key: str) -> str:
+        metric, _, filter_name = key.partition(",")
+        return f"{task}.{metric}" if filter_name in ("", "none") else f"{task}.{filter_name}.{metric}"
+
+    flat = {}
+    for task, result in summary["tasks"].items():
+        flat.update({named(task, k): v for k, v in result["metrics"].items()})
+        flat.update({named(task, k) + "_stderr": v for k, v in result["stderr"].items() if v is not None})
+    if group := summary.get("group"):
+        flat.update({named(group["name"], k): v for k, v in group["metrics"].items()})
     return flat
