@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lmforge.audit import SUITES, audit, compare_audits, parse_suites
+from lmforge.audit.bias import sentiment_available, sentiment_scorer
 from lmforge.cli.common import console, err_console, print_table, save_json
 from lmforge.data import read_documents
 from lmforge.errors import LmforgeError
@@ -135,7 +136,8 @@ def audit_command(
     batch_size: int = typer.Option(8, help="sequences per forward pass (results do not depend on it)"),
     resamples: int = typer.Option(1000, help="bootstrap resamples for the intervals"),
     seed: int = typer.Option(0, help="seed for perturbations, sampling and bootstrap"),
-    sentiment: bool = typer.Option(True, help="score generated continuations with VADER (counterfactual probes)"),
+    sentiment: bool = typer.Option(None, "--sentiment/--no-sentiment",
+                                   help="score generated continuations with VADER (default: when the audit extra is installed)"),
     members: Path = typer.Option(None, help="privacy: texts the model was trained on (txt/jsonl/parquet)"),
     nonmembers: Path = typer.Option(None, help="privacy: held-out texts from the same distribution"),
     canary: list[str] = typer.Option(None, help="privacy: 'PREFIX|SECRET' inserted in the training text (repeatable)"),
@@ -146,6 +148,12 @@ def audit_command(
 ) -> None:
     """Audit bias, privacy, robustness and misuse; with --compare, show the other model's deltas."""
     suites = parse_suites(suite)
+    if sentiment is None:
+        sentiment = sentiment_available()
+        if not sentiment and "bias" in suites:
+            console.print("note: no sentiment gap (VADER is not installed): pip install 'lmforge[audit]'")
+    elif sentiment and "bias" in suites:
+        sentiment_scorer()  # fail now, before any model is loaded, if VADER is missing
     if limit is not None and limit < 1:
         raise LmforgeError("--limit must be at least 1")
     if (members is None) != (nonmembers is None):

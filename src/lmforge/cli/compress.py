@@ -90,7 +90,7 @@ def compress_command(
             result = compress_and_compare(
                 model, config, calib=calib, calib_samples=calib_samples, seqlen=seqlen, seed=seed, out_dir=out_dir,
                 eval_windows=eval_windows or None, arc_limit=arc_limit or None, speed_tokens=speed_tokens,
-                threads=threads, progress=advance, say=lambda text: console.print(f"[dim]{text}[/]"),
+                threads=threads, progress=advance, say=lambda text: console.print(text, style="dim"),
             )
         run.add_artifact("model", out_dir)
         if compressed_tensors:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import console, fmt, human_bytes, print_table, progress_bar, save_json
+from lmforge.cli.common import Text, console, fmt, human_bytes, print_table, progress_bar, save_json
 from lmforge.errors import LmforgeError
 from lmforge.runs import record_run
 
@@ -196,7 +196,7 @@ def optimize_command(
         save_json(json_out, result.to_dict())
         if result.best is None:
             raise LmforgeError(result.no_fit_message())
-        console.print(f"best recipe within the budget: [bold]{result.best}[/]")
+        console.print(Text.assemble("best recipe within the budget: ", (str(result.best), "bold")))
         if out:
             best = next(r for r in recipes if r.key == result.best)
             _write_recipe_model(loaded, tokenizer, best, calibration, out, apply_recipe)

@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from lmforge.cli.common import console, human_bytes, print_table, save_json
+from lmforge.cli.common import Text, console, human_bytes, print_table, save_json
 from lmforge.io import atomic_path
 from lmforge.models import pull, read_metadata
 from lmforge.runs import RunStore
@@ -30,7 +30,7 @@ def _step(title: str, args: list[str]) -> None:
     """Run one lmforge command in-process, exactly as typed on the command line."""
     from lmforge.cli.main import app
 
-    console.rule(f"[bold]{title}[/]  [dim]lmforge {' '.join(args)}[/]")
+    console.rule(Text.assemble((title, "bold"), "  ", (f"lmforge {' '.join(args)}", "dim")))
     app(args=args, standalone_mode=False)
 
 
@@ -62,8 +62,8 @@ def quickstart_command(
     folder = pull(MODEL, progress=console.print)
     grid = (read_metadata(folder).get("source_quantization") or {}).get("weight_grid_description")
     if grid:
-        console.print(f"[dim]source weights: {grid}; symmetric int4 g64 is a real test of a method, "
-                      "asymmetric g32 would reproduce them exactly[/]")
+        console.print(f"source weights: {grid}; symmetric int4 g64 is a real test of a method, "
+                      "asymmetric g32 would reproduce them exactly", style="dim")
     _step("1/5 quantize: GPTQ int4, groups of 64, symmetric", [
         "compress", MODEL, "--method", "gptq", "--bits", "4", "--group-size", "64", "--calib", "web_articles",
         "--calib-samples", str(calib_samples), "-o", str(int4_dir), *common_eval])
