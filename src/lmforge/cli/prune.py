@@ -60,7 +60,7 @@ def prune_command(
     from lmforge.compress import config_from_dict, prune, prune_then_quantize
     from lmforge.compress.storage.sparse import save_sparse
     from lmforge.compress.pruning.structured import Structured, structured_prune
-    from lmforge.models import load_model, save_model
+    from lmforge.models import load_model, model_input, save_model
 
     extra = {"sink_share": sink_share} if method in {"sparsegpt", "structured"} else {}
     settings = {"method": method, "sparsity": sparsity, "pattern": pattern, "heads": heads, "mlp": mlp,
@@ -70,7 +70,7 @@ def prune_command(
         config = Structured(heads, mlp, reconstruct, **extra)
     else:
         config = config_from_dict({"method": method, "sparsity": sparsity, "pattern": pattern, **extra})
-    with record_run("prune", config=settings, inputs={"model": model}) as run:
+    with record_run("prune", config=settings, inputs={"model": model_input(model)}) as run:
         loaded, tokenizer = load_model(model)
         calibration = None if method == "magnitude" else _calibration(tokenizer, calib, samples, seqlen)
         layers = loaded.config.num_hidden_layers
@@ -117,13 +117,13 @@ def distill_command(
     """Distill a teacher into a student (KL at temperature T; optional hidden-state loss); pruned zeros stay zero."""
     from lmforge.compress.storage.sparse import SPARSE_FILE, load_sparse, save_sparse
     from lmforge.data import load_corpus
-    from lmforge.models import load_model
+    from lmforge.models import load_model, model_input
     from lmforge.train.distill import DistillConfig, distill
 
     config = DistillConfig(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, temperature=temperature,
                            ce_weight=ce_weight, hidden_weight=hidden_weight,
                            max_seconds=max_minutes * 60 if max_minutes else None)
-    with record_run("distill", config=vars(config), inputs={"student": student, "teacher": teacher, "corpus": corpus}) as run:
+    with record_run("distill", config=vars(config), inputs={"student": model_input(student), "teacher": model_input(teacher), "corpus": corpus}) as run:
         folder = _source_folder(student)
         student_model, tokenizer = load_sparse(folder) if folder and (folder / SPARSE_FILE).is_file() else load_model(student)
         teacher_model, _ = load_model(teacher)
@@ -163,7 +163,7 @@ def optimize_command(
     """Measure a grid of compression recipes on this machine, print the Pareto front, pick the best fit."""
     from lmforge.workflows.optimize import Budget, apply_recipe, parse_fraction, plot_front, recipe_grid, search
     from lmforge.data import load_corpus
-    from lmforge.models import load_model
+    from lmforge.models import load_model, model_input
     from lmforge.runs import content_hash
 
     budget = Budget(max_mb, min_tokens_per_s, parse_fraction(max_ppl_increase))
@@ -171,7 +171,7 @@ def optimize_command(
                           _split(patterns), prune_method, _split(head_bits, int), share_embeddings)
     settings = {"budget": vars(budget), "recipes": [r.key for r in recipes], "corpus": corpus, "ppl_windows": ppl_windows,
                 "ppl_seqlen": ppl_seqlen, "calib": calib, "calib_samples": calib_samples, "calib_seqlen": calib_seqlen}
-    with record_run("optimize", config=settings, inputs={"model": model}) as run:
+    with record_run("optimize", config=settings, inputs={"model": model_input(model)}) as run:
         loaded, tokenizer = load_model(model)
         if share_embeddings and not getattr(loaded.config, "tie_word_embeddings", False):
             raise LmforgeError(f"--share-embeddings needs a head tied to the embeddings, and {model}'s are separate: drop it")

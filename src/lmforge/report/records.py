@@ -152,6 +152,9 @@ def model_names(runs: list[RunRecord]) -> dict[str, str]:
     """Readable names for recorded model paths: a pulled zoo folder by its zoo name, a compressed one by its recipe."""
     names: dict[str, str] = {}
     for run in sorted(runs, key=lambda r: r.started):
+        for value in run.inputs.values():  # a zoo model is recorded with its name beside the folder it was read from
+            if isinstance(value, dict) and value.get("name") and value.get("path"):
+                names[path_or_text(value["path"])] = str(value["name"])
         output = output_of(run)
         if not output:
             continue
