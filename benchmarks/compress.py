@@ -139,7 +139,9 @@ def main() -> None:
         print(json.dumps(child(args.child, work / "calibration.pt", work, args.windows, args.speed_tokens)))
         return
 
-    from lmforge.cli.common import console, human_bytes, print_table, save_json
+    from lmforge.cli.common import console, human_bytes, print_table
+    from lmforge.paths import data_dir
+    from provenance import save_result
     from lmforge.data import calibration_batches, load_corpus
     from lmforge.models import load_model, zoo_path
 
@@ -171,7 +173,9 @@ def main() -> None:
             row = json.loads(out.stdout.strip().splitlines()[-1])
             results["rows"].append(row)
             console.print(json.dumps(row))
-            save_json(args.out, results)
+            save_result(args.out, results, models=["smollm2-135m-instruct-q4_1"],
+                        data=[data_dir() / "wikitext2" / "wiki.test.raw", data_dir() / "web_articles"],
+                        peers={"llm-compressor": (PEER_VENV / "bin" / "python", "llmcompressor")})
 
     rows = results["rows"]
     fp32 = next((r for r in rows if r["setting"] == "fp32"), None)

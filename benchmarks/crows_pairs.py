@@ -24,7 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from lmforge.audit import crows_pairs
-from lmforge.cli.common import print_table, save_json
+from lmforge.cli.common import print_table
+from provenance import save_result
 from lmforge.models import load_model, zoo_path
 from lmforge.paths import data_dir
 
@@ -112,9 +113,10 @@ def main() -> None:
     gap = abs(summary["pct_stereotype"]["estimate"] - theirs["pct_stereotype"])
     print(f"pct_stereotype difference {gap:.3f} points (target < 0.1); pairs decided alike {100 * agree:.2f} %; "
           f"max |log-likelihood difference| {max_ll_gap:.2e}")
-    save_json(args.out, {"model": args.model, "pairs": pairs, "batch_size": args.batch_size, "lm_eval": theirs,
+    save_result(args.out, {"model": args.model, "pairs": pairs, "batch_size": args.batch_size, "lm_eval": theirs,
                          "lmforge": {"seconds": our_seconds, "load_seconds": load_seconds, **ours.summary}, "pct_stereotype_gap": gap,
-                         "decision_agreement": agree, "max_abs_loglikelihood_gap": max_ll_gap})
+                         "decision_agreement": agree, "max_abs_loglikelihood_gap": max_ll_gap},
+                models=[args.model], data=[csv_path], peers={"lm-eval": (args.lm_eval_python, "lm_eval")})
 
 
 if __name__ == "__main__":

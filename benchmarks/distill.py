@@ -17,7 +17,9 @@ import copy
 
 import torch
 
-from lmforge.cli.common import console, print_table, save_json
+from lmforge.cli.common import console, print_table
+from lmforge.paths import data_dir
+from provenance import save_result
 from lmforge.compress.pruning import Wanda, prune
 from lmforge.compress.pruning.structured import Structured, structured_prune
 from lmforge.data import calibration_batches, load_corpus
@@ -83,7 +85,8 @@ def main() -> None:
                 [(p["step"], p["seconds"] / 60, p["loss"], p["eval"]) for p in result.curve])
     print_table("recovery", ["dense ppl", "pruned ppl", "distilled ppl", "recovered"],
                 [(dense_ppl, pruned_ppl, final_ppl, f"{recovered * 100:.0f} %")])
-    save_json(args.out, summary)
+    save_result(args.out, summary, models=[args.model],
+                data=[data_dir() / "wikitext2" / "wiki.test.raw", data_dir() / "web_articles"])
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ from pathlib import Path
 
 import torch
 
-from lmforge.cli.common import console, print_table, save_json
+from lmforge.cli.common import console, print_table
+from lmforge.paths import data_dir
+from provenance import save_result
 from lmforge.compress.pruning import Magnitude, SparseGPT, Wanda, prune
 from lmforge.compress.pruning.structured import Structured, structured_prune
 from lmforge.data import calibration_batches, load_corpus
@@ -136,10 +138,13 @@ def main() -> None:
                                   "windows": args.windows, "calibration": f"web_articles {tuple(calibration.shape)} seed 0",
                                   "threads": torch.get_num_threads()}, "rows": []}
 
+    sources = {"models": [args.model], "data": [data_dir() / "wikitext2" / "wiki.test.raw", data_dir() / "web_articles"],
+               "peers": {"llm-compressor": (PEER_VENV / "bin" / "python", "llmcompressor")} if args.peer else {}}
+
     def record(name: str, row: dict) -> None:
         results["rows"].append({"setting": name, **row})
         console.print(f"{name}: {json.dumps(row)}")
-        save_json(args.out, results)
+        save_result(args.out, results, **sources)
 
     results["cpu_matmul_50pct"] = cpu_matmul_speed()
     print_table("50 % sparse vs dense matmul on this CPU (1536×576 weight)", ["tokens", "dense ms", "CSR ms", "speedup"],
@@ -162,7 +167,7 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as work:
             results["rows"][0].update({"parameters": dense_params, "decode_tokens_per_s": decode_speed(model, tokenizer),
                                        **saved_and_reloaded(model, tokenizer, Path(work), probe)})
-        save_json(args.out, results)
+        save_result(args.out, results, **sources)
         for heads, mlp in structured:
             smaller = copy.deepcopy(model)
             started = time.perf_counter()
@@ -200,7 +205,7 @@ def main() -> None:
         print_table("structured pruning: a smaller dense model", ["setting", "parameters", "saved MB", "decode tok/s", "ppl", "reload Δ logits"],
                     [(r["setting"], r["parameters"], r["saved_mb"], r["decode_tokens_per_s"], r["ppl"], r["reload_max_abs_logit_diff"])
                      for r in results["rows"] if "parameters" in r])
-    save_json(args.out, results)
+    save_result(args.out, results, **sources)
 
 
 if __name__ == "__main__":

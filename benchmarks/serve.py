@@ -138,7 +138,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from lmforge.cli.common import console, print_table, save_json
+    from lmforge.cli.common import console, print_table
+    from lmforge.paths import data_dir
+    from provenance import save_result
     from lmforge.models import load_model, tensor_bytes
 
     console.width = max(console.width, 120)  # one line per row, also when the output goes to a log file
@@ -166,8 +168,8 @@ def main() -> None:
                 ["model", "setting", "requests", "errors", "p50 s", "p99 s", "tokens/s", "requests/s"],
                 [(r["model"], r["setting"], r["requests"], r["errors"], r["p50_s"], r["p99_s"], r["tokens_per_s"],
                   r["requests_per_s"]) for r in results])
-    save_json(args.out, {"args": vars(args), "results": results, "torch": torch.__version__,
-                         "host_cpus": torch.get_num_threads()})
+    save_result(args.out, {"args": vars(args), "results": results},
+                models=[args.model], data=[data_dir() / "wikitext2" / "wiki.test.raw"])
 
 
 if __name__ == "__main__":
