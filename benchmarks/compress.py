@@ -153,7 +153,7 @@ def main() -> None:
     calibration = calibration_batches(tokenizer, load_corpus("web_articles"), args.calib_samples, 2048, seed=0)
     results: dict = {"protocol": {"ppl": f"wikitext2 raw test, windows of 2048, first {args.windows}",
                                   "calibration": f"web_articles gold text, {args.calib_samples} x 2048 tokens, seed 0",
-                                  "speed": "lmforge.evaluate.speed: generate, batch 1, 2 threads, 64-token prompt",
+                                  "speed": "lmforge.evaluate.speed: its greedy KV-cache loop, batch 1, 2 threads, 64-token prompt",
                                   "grid": "symmetric; int4/int3 in groups of 64, int8 per output channel"},
                      "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
