@@ -24,5 +24,5 @@ def test_windows_perplexity_matches_plain_torch(smollm2, data_root):
             count += seqlen - 1
     result = perplexity(model, tokenizer, corpus, protocol="windows", seqlen=seqlen, limit=windows, batch_size=2)
     assert result.tokens == count
-    assert result.ppl == pytest.approx(math.exp(nll / count), rel=1.3e-4)  # README's claim against plain torch
+X
     assert 5 < result.ppl < 60  # a trained model, not random weights (random: ~49,000)
