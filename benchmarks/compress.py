@@ -96,8 +96,8 @@ def child(setting: str, calib_file: Path, work: Path, windows: int, speed_tokens
         row.update(peer, disk_bytes=disk_bytes(work / "peer" / "packed"))
         row["note"] = "llm-compressor 0.14 GPTQ W4A16 sym g64; scored dense (as transformers runs it on CPU)"
     else:
-        model, tokenizer = load_model("smollm2-135m")
-        row["disk_bytes"] = disk_bytes(zoo_path("smollm2-135m"))
+        model, tokenizer = load_model("smollm2-135m-instruct-q4_1")
+        row["disk_bytes"] = disk_bytes(zoo_path("smollm2-135m-instruct-q4_1"))
         if spec is not None:
             method, options = spec
             config = {"rtn": RTN, "gptq": GPTQ, "awq": AWQ}[method](**options)
@@ -139,7 +139,9 @@ def main() -> None:
         print(json.dumps(child(args.child, work / "calibration.pt", work, args.windows, args.speed_tokens)))
         return
 
-    from lmforge.cli.common import console, human_bytes, print_table, save_json
+    from lmforge.cli.common import console, human_bytes, print_table
+    from lmforge.paths import data_dir
+    from provenance import save_result
     from lmforge.data import calibration_batches, load_corpus
     from lmforge.models import load_model, zoo_path
 
@@ -147,11 +149,11 @@ def main() -> None:
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise SystemExit(f"unknown settings {unknown}; known: {', '.join(SETTINGS)}")
-    _, tokenizer = load_model("smollm2-135m")
+    _, tokenizer = load_model("smollm2-135m-instruct-q4_1")
     calibration = calibration_batches(tokenizer, load_corpus("web_articles"), args.calib_samples, 2048, seed=0)
     results: dict = {"protocol": {"ppl": f"wikitext2 raw test, windows of 2048, first {args.windows}",
                                   "calibration": f"web_articles gold text, {args.calib_samples} x 2048 tokens, seed 0",
-                                  "speed": "lmforge.evaluate.speed: generate, batch 1, 2 threads, 64-token prompt",
+                                  "speed": "lmforge.evaluate.speed: its greedy KV-cache loop, batch 1, 2 threads, 64-token prompt",
                                   "grid": "symmetric; int4/int3 in groups of 64, int8 per output channel"},
                      "rows": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -163,7 +165,7 @@ def main() -> None:
                 if not (PEER_VENV / "bin" / "python").exists():
                     console.print(f"skipping {setting}: {PEER_VENV} does not exist")
                     continue
-                subprocess.run([str(PEER_VENV / "bin" / "python"), "-c", PEER_SCRIPT, str(zoo_path("smollm2-135m")),
+                subprocess.run([str(PEER_VENV / "bin" / "python"), "-c", PEER_SCRIPT, str(zoo_path("smollm2-135m-instruct-q4_1")),
                                 str(work / "calibration.pt"), str(work / "peer")], check=True)
             out = subprocess.run([sys.executable, __file__, "--child", setting, "--work", str(work), "--windows",
                                   str(args.windows), "--speed-tokens", str(args.speed_tokens)],
@@ -171,7 +173,9 @@ def main() -> None:
             row = json.loads(out.stdout.strip().splitlines()[-1])
             results["rows"].append(row)
             console.print(json.dumps(row))
-            save_json(args.out, results)
+            save_result(args.out, results, models=["smollm2-135m-instruct-q4_1"],
+                        data=[data_dir() / "wikitext2" / "wiki.test.raw", data_dir() / "web_articles"],
+                        peers={"llm-compressor": (PEER_VENV / "bin" / "python", "llmcompressor")})
 
     rows = results["rows"]
     fp32 = next((r for r in rows if r["setting"] == "fp32"), None)

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lmforge.cli.common import print_table, save_json
+from lmforge.cli.common import print_table
+from provenance import save_result
 from lmforge.data import load_records, read_html
 from lmforge.data.curate import (
     BiasTerms, C4Quality, Decontaminate, Document, ExactDedup, ExtractHtml, FineWebQuality, FixUnicode,
@@ -346,7 +347,8 @@ def main() -> None:
     print_table(f"PII on the Presidio synthetic set ({len(pii_rows)} sentences)",
                 ["type", "gold spans", "lmforge P", "lmforge R", "DataTrove P", "DataTrove R"], rows)
     results["documents"] = {"pages": len(htmls), "filter_docs": len(texts), "repeats": args.repeats}
-    save_json(args.out, results)
+    save_result(args.out, results, data=[root / "web_articles", root / "pii"],
+                peers={"datatrove": (args.datatrove_python, "datatrove")})
 
 
 if __name__ == "__main__":

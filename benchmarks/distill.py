@@ -17,7 +17,9 @@ import copy
 
 import torch
 
-from lmforge.cli.common import console, print_table, save_json
+from lmforge.cli.common import console, print_table
+from lmforge.paths import data_dir
+from provenance import save_result
 from lmforge.compress.pruning import Wanda, prune
 from lmforge.compress.pruning.structured import Structured, structured_prune
 from lmforge.data import calibration_batches, load_corpus
@@ -28,7 +30,7 @@ from lmforge.train.distill import DistillConfig, distill
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default="smollm2-135m-instruct-q4_1")
     parser.add_argument("--minutes", type=float, default=20.0, help="training time budget (evaluations excluded)")
     parser.add_argument("--steps", type=int, default=80, help="schedule length; training stops earlier if the time runs out")
     parser.add_argument("--batch-size", type=int, default=2)
@@ -83,7 +85,8 @@ def main() -> None:
                 [(p["step"], p["seconds"] / 60, p["loss"], p["eval"]) for p in result.curve])
     print_table("recovery", ["dense ppl", "pruned ppl", "distilled ppl", "recovered"],
                 [(dense_ppl, pruned_ppl, final_ppl, f"{recovered * 100:.0f} %")])
-    save_json(args.out, summary)
+    save_result(args.out, summary, models=[args.model],
+                data=[data_dir() / "wikitext2" / "wiki.test.raw", data_dir() / "web_articles"])
 
 
 if __name__ == "__main__":

@@ -25,7 +25,8 @@ from rich.table import Table
 
 from lmforge.data import load_corpus
 from lmforge.evaluate.perplexity import wikitext_detokenizer
-from lmforge.io import write_json
+from lmforge.paths import data_dir
+from provenance import save_result
 from lmforge.models import load_model, pull
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -91,7 +92,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "eval_rolling.json"))
     args = parser.parse_args()
 
-    model_dir = pull("smollm2-135m")
+    model_dir = pull("smollm2-135m-instruct-q4_1")
     documents = list(load_corpus("wikitext2").documents(args.docs))
     _, tokenizer = load_model(model_dir)
     tokens = sum(len(tokenizer.encode(wikitext_detokenizer(d))) for d in documents)
@@ -114,8 +115,10 @@ def main() -> None:
     speedup = theirs["wall_s"] / ours["wall_s"]
     console.print(f"word_perplexity relative difference: {difference:.2e} (target ≤ 1e-3); "
                   f"speed: lmforge {speedup:.2f}× lm-eval (target ≥ 2×)")
-    write_json(args.out, {"docs": args.docs, "tokens": tokens, "seqlen": args.seqlen, "lm_eval": theirs,
-                          "lmforge": ours, "relative_difference": difference, "speedup": speedup})
+    save_result(args.out, {"docs": args.docs, "tokens": tokens, "seqlen": args.seqlen, "lm_eval": theirs,
+                          "lmforge": ours, "relative_difference": difference, "speedup": speedup},
+                models=["smollm2-135m-instruct-q4_1"], data=[data_dir() / "wikitext2" / "wiki.test.raw"],
+                peers={"lm-eval": (args.lmeval_python, "lm_eval")})
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,16 +29,17 @@ from pathlib import Path
 
 import torch
 
-from lmforge.cli.common import console, print_table, save_json
-from lmforge.compress.pruning import Magnitude, SparseGPT, Wanda, prune
+from lmforge.cli.common import console, print_table
 from lmforge.compress.pruning.structured import Structured, structured_prune
 from lmforge.data import calibration_batches, load_corpus
 from lmforge.evaluate import perplexity, speed
-from lmforge.models import load_model, save_model
+from lmforge.models import ZOO, load_model, save_model
+from lmforge.paths import data_dir
+from provenance import save_result
 
 PEER_VENV = Path(__file__).resolve().parents[1] / ".venv-llmcompressor"
 PEER_SCRIPT = """
-import shutil, sys, torch
+import json, shutil, sys, time, torch
 from pathlib import Path
 from transformers import AutoModelForCausalLM
 from datasets import Dataset
@@ -49,7 +51,9 @@ ids = torch.load(calib, weights_only=True)
 model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
 ds = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": torch.ones_like(ids).tolist()})
 recipe = SparseGPTModifier(sparsity=float(sparsity), mask_structure=pattern, targets=["Linear"], ignore=["re:.*lm_head"])
+started = time.perf_counter()
 oneshot(model=model, dataset=ds, recipe=recipe, num_calibration_samples=len(ids), max_seq_length=ids.shape[1])
+algorithm_seconds = time.perf_counter() - started
 # dense weights (zeros included) beside the source's config and tokenizer: the folder loads like the source,
 # without compressed-tensors, which lmforge's venv does not have
 Path(out).mkdir(parents=True, exist_ok=True)
@@ -58,7 +62,35 @@ save_file(state, str(Path(out) / "model.safetensors"), metadata={"format": "pt"}
 for name in Path(src).iterdir():
     if name.suffix in {".json", ".txt", ".jinja"} and name.name != "lmforge.json":
         shutil.copy(name, Path(out) / name.name)
+print(json.dumps({"algorithm_seconds": algorithm_seconds}))
 """
+# lmforge's side, shaped like the peer's so both are timed the same way (benchmarks/README.md: whole process, from
+# spawn to exit, with each tool's own clock around the algorithm reported beside it)
+OUR_SCRIPT = """
+import json, sys, time, torch
+from lmforge.compress.pruning import Magnitude, SparseGPT, Wanda, prune
+from lmforge.models import load_model, save_model
+src, calib, out, method, sparsity, pattern = sys.argv[1:7]
+ids = torch.load(calib, weights_only=True)
+model, tokenizer = load_model(src)
+config = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": SparseGPT}[method](sparsity=float(sparsity), pattern=pattern)
+started = time.perf_counter()
+prune(model, config, ids)
+algorithm_seconds = time.perf_counter() - started
+save_model(model, tokenizer, out)
+print(json.dumps({"algorithm_seconds": algorithm_seconds}))
+"""
+
+
+def model_folder(source: str) -> Path:
+    from lmforge.models import pull
+
+    return pull(source) if source in ZOO else Path(source)
+
+
+def linear_sparsity(model) -> float:
+    linears = [m for m in model.model.layers.modules() if isinstance(m, torch.nn.Linear)]
+    return sum(int((m.weight == 0).sum()) for m in linears) / sum(m.weight.numel() for m in linears)
 
 
 def cpu_matmul_speed(rows: int = 1536, cols: int = 576, repeats: int = 20) -> list[dict]:
@@ -104,17 +136,26 @@ def saved_and_reloaded(model, tokenizer, work: Path, probe: torch.Tensor) -> dic
             "reload_max_abs_logit_diff": gap}
 
 
-def run_peer(model_dir: Path, calibration: torch.Tensor, sparsity: float, pattern: str, work: Path) -> Path:
-    calib_file, out = work / "calibration.pt", work / f"peer-{pattern.replace(':', 'of')}"
-    torch.save(calibration, calib_file)
-    subprocess.run([str(PEER_VENV / "bin" / "python"), "-c", PEER_SCRIPT, str(model_dir), str(calib_file), str(out),
-                    str(sparsity), pattern], check=True)
-    return out
+def timed_process(command: list[str]) -> dict:
+    """Run one tool's whole job in a fresh process: its wall time from spawn to exit, and the algorithm seconds its
+    own clock measured (the last line it prints)."""
+    started = time.perf_counter()
+    done = subprocess.run(command, check=True, capture_output=True, text=True)
+    return {"process_seconds": time.perf_counter() - started, **json.loads(done.stdout.strip().splitlines()[-1])}
+
+
+def run_ours(model_dir: Path, calib_file: Path, method: str, pattern: str, out: Path) -> dict:
+    return timed_process([sys.executable, "-c", OUR_SCRIPT, str(model_dir), str(calib_file), str(out), method, "0.5", pattern])
+
+
+def run_peer(model_dir: Path, calib_file: Path, sparsity: float, pattern: str, out: Path) -> dict:
+    return timed_process([str(PEER_VENV / "bin" / "python"), "-c", PEER_SCRIPT, str(model_dir), str(calib_file), str(out),
+                          str(sparsity), pattern])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default="smollm2-135m-instruct-q4_1")
     parser.add_argument("--windows", type=int, default=32)
     parser.add_argument("--calib-samples", type=int, default=32)
     parser.add_argument("--calib-seqlen", type=int, default=2048)
@@ -136,23 +177,30 @@ def main() -> None:
                                   "windows": args.windows, "calibration": f"web_articles {tuple(calibration.shape)} seed 0",
                                   "threads": torch.get_num_threads()}, "rows": []}
 
+    sources = {"models": [args.model], "data": [data_dir() / "wikitext2" / "wiki.test.raw", data_dir() / "web_articles"],
+               "peers": {"llm-compressor": (PEER_VENV / "bin" / "python", "llmcompressor")} if args.peer else {}}
+
     def record(name: str, row: dict) -> None:
         results["rows"].append({"setting": name, **row})
         console.print(f"{name}: {json.dumps(row)}")
-        save_json(args.out, results)
+        save_result(args.out, results, **sources)
 
     results["cpu_matmul_50pct"] = cpu_matmul_speed()
     print_table("50 % sparse vs dense matmul on this CPU (1536×576 weight)", ["tokens", "dense ms", "CSR ms", "speedup"],
                 [(r["tokens"], r["dense_ms"], r["csr_ms"], r["speedup"]) for r in results["cpu_matmul_50pct"]])
     record("dense fp32", evaluate(model, tokenizer, wikitext, args.windows))
-    configs = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": SparseGPT}
+    work = Path(tempfile.mkdtemp(prefix="prune-bench-"))
+    calib_file = work / "calibration.pt"
+    torch.save(calibration, calib_file)  # the one tensor both tools calibrate on
+    model_dir = model_folder(args.model)
     for pattern in args.patterns.split(","):
         for method in filter(None, args.methods.split(",")):
-            model.load_state_dict(dense_state)
-            started = time.perf_counter()
-            pruned = prune(model, configs[method](sparsity=0.5, pattern=pattern), calibration)
-            row = {"prune_seconds": time.perf_counter() - started, "sparsity": pruned.sparsity}
-            record(f"lmforge {method} {pattern}", {**row, **evaluate(model, tokenizer, wikitext, args.windows)})
+            out = work / f"lmforge-{method}-{pattern.replace(':', 'of')}"
+            row = run_ours(model_dir, calib_file, method, pattern, out)
+            pruned, _ = load_model(out)
+            record(f"lmforge {method} {pattern}", {**row, "sparsity": linear_sparsity(pruned),
+                                                   **evaluate(pruned, tokenizer, wikitext, args.windows)})
+            shutil.rmtree(out)
 
     structured = [tuple(float(v) for v in item.split(":")) for item in filter(None, args.structured.split(","))]
     if structured:
@@ -162,12 +210,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as work:
             results["rows"][0].update({"parameters": dense_params, "decode_tokens_per_s": decode_speed(model, tokenizer),
                                        **saved_and_reloaded(model, tokenizer, Path(work), probe)})
-        save_json(args.out, results)
+        save_result(args.out, results, **sources)
         for heads, mlp in structured:
             smaller = copy.deepcopy(model)
             started = time.perf_counter()
             summary = structured_prune(smaller, Structured(heads, mlp, reconstruct=not args.no_refit), calibration)
-            row = {"prune_seconds": time.perf_counter() - started, "parameters": summary.parameters_after,
+            row = {"algorithm_seconds": time.perf_counter() - started, "parameters": summary.parameters_after,
                    "parameter_share": summary.parameters_after / dense_params, "config": summary.config}
             with tempfile.TemporaryDirectory() as work:
                 row.update(saved_and_reloaded(smaller, tokenizer, Path(work), probe))
@@ -177,30 +225,26 @@ def main() -> None:
             del smaller
 
     if args.peer:
-        from lmforge.models import zoo_path
-
-        with tempfile.TemporaryDirectory() as work:
-            for pattern in (args.peer_patterns or args.patterns).split(","):
-                started = time.perf_counter()
-                peer_dir = run_peer(zoo_path(args.model), calibration, 0.5, "0:0" if pattern == "unstructured" else pattern, Path(work))
-                row = {"prune_seconds": time.perf_counter() - started}
-                peer, _ = load_model(peer_dir)
-                zeros = sum(int((m.weight == 0).sum()) for m in peer.model.layers.modules() if isinstance(m, torch.nn.Linear))
-                total = sum(m.weight.numel() for m in peer.model.layers.modules() if isinstance(m, torch.nn.Linear))
-                # the tied embeddings must come back dense: llm-compressor prunes lm_head (and so them) unless told
-                # "re:.*lm_head" (a plain "lm_head" does not match the name it gives the head)
-                row["embedding_zero_share"] = float((peer.get_input_embeddings().weight == 0).float().mean())
-                record(f"llm-compressor sparsegpt {pattern}", {**row, "sparsity": zeros / total,
-                                                              **evaluate(peer, tokenizer, wikitext, args.windows)})
+        for pattern in (args.peer_patterns or args.patterns).split(","):
+            peer_dir = work / f"peer-{pattern.replace(':', 'of')}"
+            row = run_peer(model_dir, calib_file, 0.5, "0:0" if pattern == "unstructured" else pattern, peer_dir)
+            peer, _ = load_model(peer_dir)
+            # the tied embeddings must come back dense: llm-compressor prunes lm_head (and so them) unless told
+            # "re:.*lm_head" (a plain "lm_head" does not match the name it gives the head)
+            row["embedding_zero_share"] = float((peer.get_input_embeddings().weight == 0).float().mean())
+            record(f"llm-compressor sparsegpt {pattern}", {**row, "sparsity": linear_sparsity(peer),
+                                                          **evaluate(peer, tokenizer, wikitext, args.windows)})
+            shutil.rmtree(peer_dir)
+    shutil.rmtree(work)
 
     base = results["rows"][0]["ppl"]
-    print_table(f"pruning SmolLM2-135M, wikitext2 windows 2048 × {args.windows}", ["setting", "sparsity", "ppl", "Δ ppl %", "prune s"],
-                [(r["setting"], r.get("sparsity", 0.0), r["ppl"], 100 * (r["ppl"] / base - 1), r.get("prune_seconds")) for r in results["rows"]])
+    print_table(f"pruning SmolLM2-135M, wikitext2 windows 2048 × {args.windows}", ["setting", "sparsity", "ppl", "Δ ppl %", "process s", "algorithm s"],
+                [(r["setting"], r.get("sparsity", 0.0), r["ppl"], 100 * (r["ppl"] / base - 1), r.get("process_seconds"), r.get("algorithm_seconds")) for r in results["rows"]])
     if structured:
         print_table("structured pruning: a smaller dense model", ["setting", "parameters", "saved MB", "decode tok/s", "ppl", "reload Δ logits"],
                     [(r["setting"], r["parameters"], r["saved_mb"], r["decode_tokens_per_s"], r["ppl"], r["reload_max_abs_logit_diff"])
                      for r in results["rows"] if "parameters" in r])
-    save_json(args.out, results)
+    save_result(args.out, results, **sources)
 
 
 if __name__ == "__main__":

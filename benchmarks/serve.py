@@ -267,7 +267,7 @@ def prepare_models(work: Path, model_name: str) -> dict[str, Path]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default="smollm2-135m-instruct-q4_1")
     parser.add_argument("--clients", default="1,8,32")
     parser.add_argument("--requests", default="4,16,32", help="requests per setting, one per --clients entry")
     parser.add_argument("--max-seconds", type=float, default=180, help="cap per setting")
@@ -325,11 +325,8 @@ def main() -> None:
                     print(json.dumps(results["soak"]), flush=True)
             finally:
                 server.stop()
-        peer = subprocess.run([args.llama_python, "-c", "import llama_cpp; print(llama_cpp.__version__)"],
-                              capture_output=True, text=True).stdout.strip()
-        results["provenance"] = provenance({"model": paths["fp32"], "int4_folder": paths["int4"], "gguf": paths["gguf"],
-                                            "wikitext2": corpus.source},
-                                           packages=("fastapi", "uvicorn", "httpx"), peers={"llama-cpp-python": peer})
+        results["provenance"] = provenance(models=[paths["fp32"], paths["int4"], paths["gguf"]], data=[corpus.source],
+                                           peers={"llama-cpp-python": (args.llama_python, "llama_cpp_python")})
     results["args"] = vars(args)
     print_table(f"streaming completions, 64-token prompts, 64-128 new tokens, {args.threads} threads per server",
                 ["server", "clients", "requests", "errors", "out tok/s", "req/s", "TTFT p50", "TTFT p99",

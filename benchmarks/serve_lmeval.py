@@ -75,7 +75,7 @@ def start_server(model: str, port: int, threads: int) -> subprocess.Popen:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default="smollm2-135m-instruct-q4_1")
     parser.add_argument("--limit", type=int, default=100)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--concurrent", type=int, default=4, help="lm-eval's num_concurrent requests")
@@ -132,14 +132,12 @@ def main() -> None:
     print_table(f"ARC-Easy, first {args.limit} questions, {args.model}", ["scorer", "acc", "acc_norm", "seconds"], rows)
     agree = abs(rows[0][1] - rows[1][1]) <= 1e-3 and abs(rows[0][2] - rows[1][2]) <= 1e-3
     print("equal to 1e-3:", agree)
-    peer = subprocess.run([args.lm_eval_python, "-c", "import lm_eval; print(lm_eval.__version__)"],
-                          capture_output=True, text=True).stdout.strip()
     save_json(args.out, {"task": "arc_easy", "limit": args.limit, "served": {"acc": rows[0][1], "acc_norm": rows[0][2],
                                                                             "seconds": served_s},
                          "in_process": {"acc": local["acc"], "acc_norm": local["acc_norm"], "seconds": local_s},
                          "equal_to_1e-3": agree, "concurrent": args.concurrent,
-                         "provenance": provenance({"model": model_dir, "data": data_dir() / "arc_easy" / "test.jsonl"},
-                                                  packages=("fastapi", "uvicorn"), peers={"lm-eval": peer})})
+                         "provenance": provenance(models=[model_dir], data=[data_dir() / "arc_easy" / "test.jsonl"],
+                                                  peers={"lm-eval": (args.lm_eval_python, "lm_eval")})})
     if not agree:
         sys.exit(1)
 

@@ -37,7 +37,7 @@ def valid(text: str) -> bool:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--model", default="smollm2-135m-instruct-q4_1")
     parser.add_argument("--prompts", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve_structured.json"))
@@ -78,9 +78,8 @@ def main() -> None:
                                                               ("none (asked in the prompt)", f"{free_ok}/{len(replies)}")])
     save_json(args.out, {"schema": SCHEMA, "valid_constrained": ok, "valid_unconstrained": free_ok,
                          "prompts": len(replies), "replies": replies,
-                         "provenance": provenance({"model": zoo_path(args.model),
-                                                   "data": data_dir() / "arc_easy" / "test.jsonl"},
-                                                  packages=("llguidance",))})
+                         "provenance": provenance(models=[zoo_path(args.model)],
+                                                  data=[data_dir() / "arc_easy" / "test.jsonl"])})
 
 
 if __name__ == "__main__":

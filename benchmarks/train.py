@@ -17,7 +17,8 @@ import time
 import torch
 import torch.nn.functional as F
 
-from lmforge.cli.common import print_table, save_json
+from lmforge.cli.common import print_table
+from provenance import save_result
 from lmforge.energy import peak_flops, training_flops
 from lmforge.train import prepare_data, pretrain, train_config
 from lmforge.train.pretrain import build_model, non_embedding_params
@@ -80,10 +81,10 @@ def main() -> None:
     title = (f"training throughput: {args.width}x{args.layers} llama, {config.tokens_per_step} tokens/step, "
              f"{args.threads} thread(s), median of {args.repeats}; MFU vs {source} ({peak / 1e9:.1f} GFLOP/s)")
     print_table(title, ["loop", "tokens/s", "MFU", "vs plain"], rows)
-    save_json(args.out, {"config": config.to_dict(), "threads": args.threads, "peak_flops": peak,
+    save_result(args.out, {"config": config.to_dict(), "threads": args.threads, "peak_flops": peak,
                          "peak_flops_source": source, "lmforge_tokens_per_s": lmforge_rates,
                          "plain_tokens_per_s": plain_rates, "flops_per_token": flops_per_token,
-                         "rows": [dict(zip(["loop", "tokens_per_s", "mfu", "ratio"], r)) for r in rows]})
+                         "rows": [dict(zip(["loop", "tokens_per_s", "mfu", "ratio"], r)) for r in rows]})  # random data, no files
 
 
 if __name__ == "__main__":

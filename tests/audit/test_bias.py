@@ -39,11 +39,20 @@ def test_crows_pairs_scores_each_sentence_after_the_prefix_token(tiny):
     assert 0 <= low <= expected <= high <= 100
 
 
-def test_comparing_a_model_with_itself_gives_zero_deltas_and_roundtrips_json(tiny):
-    result = crows_pairs(*tiny, limit=12, resamples=100)
-    again = CrowsPairsResult.from_dict(result.to_dict())
-    rows = compare_crows_pairs(result, again)
-    assert rows["all"]["delta"] == {"estimate": 0.0, "low": 0.0, "high": 0.0, "level": 0.95}
+def test_comparing_two_models_gives_the_hand_counted_delta_and_roundtrips_json(tiny):
+    model, tokenizer = tiny
+    other, _ = tiny_model_and_tokenizer(seed=6, hidden_size=32, intermediate_size=64)
+    base, changed = crows_pairs(model, tokenizer, limit=24, resamples=100), crows_pairs(other, tokenizer, limit=24, resamples=100)
+    again = CrowsPairsResult.from_dict(base.to_dict())
+    assert again.to_dict() == base.to_dict()
+    records = list(load_records("crows_pairs"))[:24]
+    stereotyped = [np.mean([sentence_loglikelihood(m, tokenizer, r["sent_more"]) > sentence_loglikelihood(m, tokenizer, r["sent_less"])
+                            for r in records]) for m in (model, other)]
+    rows = compare_crows_pairs(again, changed)
+    assert rows["all"]["pairs"] == 24
+    assert rows["all"]["delta"]["estimate"] == pytest.approx(100 * (stereotyped[1] - stereotyped[0]))
+    assert rows["all"]["delta"]["estimate"] != 0  # the two models differ, so the check has something to see
+    assert rows["all"]["delta"]["low"] <= rows["all"]["delta"]["estimate"] <= rows["all"]["delta"]["high"]
 
 
 PROBES = {
@@ -74,8 +83,8 @@ def test_counterfactual_valence_gap_matches_direct_scoring(tiny):
     assert gap["low"] <= gap["high"] and axis["logprob_gap"] >= 0
 
 
-def test_counterfactual_sentiment_scores_the_greedy_continuations(tiny):
-    pytest.importorskip("vaderSentiment")
+def test_counterfactual_sentiment_scores_the_greedy_continuations(tiny, optional):
+    optional("vaderSentiment", "audit")
     from lmforge.audit.bias import sentiment_scorer
     from lmforge.audit.generation import generate
 
@@ -97,6 +106,5 @@ def test_counterfactual_comparison_is_paired_over_templates(tiny):
     b = counterfactual_probes(other, tokenizer, probes=PROBES, sentiment=False, resamples=200)
     rows = compare_counterfactual(a, b, resamples=200)["pets"]["valence_gap"]
     assert rows["delta"]["estimate"] == pytest.approx(b["axes"]["pets"]["valence_gap"]["estimate"] - a["axes"]["pets"]["valence_gap"]["estimate"])
-    assert rows["delta"]["low"] <= rows["delta"]["high"]
-    same = compare_counterfactual(a, a, resamples=200)["pets"]["valence_gap"]["delta"]
-    assert same == {"estimate": 0.0, "low": 0.0, "high": 0.0}
+    assert rows["delta"]["estimate"] != 0
+    assert rows["delta"]["low"] <= rows["delta"]["estimate"] <= rows["delta"]["high"]

@@ -16,8 +16,8 @@ def test_pack_int32_puts_code_i_in_bits_i(bits):
     assert torch.equal(unpacked[:, :21], codes) and not unpacked[:, 21:].any()
 
 
-def test_compressed_tensors_export_loads_back_in_transformers(tmp_path):
-    pytest.importorskip("compressed_tensors")
+def test_compressed_tensors_export_loads_back_in_transformers(tmp_path, optional):
+    optional("compressed_tensors", "export")
     from transformers import AutoModelForCausalLM
 
     model, tokenizer = tiny_model_and_tokenizer(layers=2, hidden_size=64, tie_word_embeddings=True)

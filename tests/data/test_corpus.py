@@ -68,3 +68,20 @@ def test_calibration_batches_are_seeded_distinct_windows(tiny):
         assert any(ids[s : s + 16] == row for s in range(len(ids) - 15))
     with pytest.raises(LmforgeError, match="enough for"):
         calibration_batches(tokenizer, corpus, n_samples=1000, seqlen=16)
+
+
+def test_the_tuning_split_never_overlaps_the_calibration_sample():
+    """With token i = position i, windows are position ranges, so overlap is checked exactly."""
+    from lmforge.data import tuning_split
+
+    positions = lambda text, **_: {"input_ids": list(range(len(text)))}  # noqa: E731
+    corpus = corpus_from_texts(["x" * 5000])
+    calibration = calibration_batches(positions, corpus, n_samples=16, seqlen=64, seed=3)
+    tuning = tuning_split(positions, corpus, 20, 64, calibration_samples=16, seed=3)
+    assert tuning.shape == (20, 64)
+    seen = set(calibration.flatten().tolist())
+    assert seen.isdisjoint(tuning.flatten().tolist())
+    assert len(set(tuning.flatten().tolist())) == 20 * 64  # distinct windows
+    assert torch.equal(tuning, tuning_split(positions, corpus, 20, 64, calibration_samples=16, seed=3))
+    with pytest.raises(LmforgeError, match="enough for 78 samples of 64; asked for 96"):
+        tuning_split(positions, corpus, 80, 64, calibration_samples=16, seed=3)

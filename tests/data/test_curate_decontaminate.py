@@ -1,4 +1,3 @@
-import pytest
 
 from lmforge.data import load_records
 from lmforge.data.curate import Decontaminate, Document, NgramIndex
@@ -15,9 +14,8 @@ def test_index_matches_13grams_and_short_items():
     assert index.matches("too short to count") == {}
 
 
-def test_planted_arc_question_is_caught():
-    if not (data_dir() / "arc_easy" / "test.jsonl").exists():
-        pytest.skip("shared ARC data not present")
+def test_planted_arc_question_is_caught(require):
+    require((data_dir() / "arc_easy" / "test.jsonl").exists(), "shared ARC data not present")
     question = next(r["question"] for r in load_records("arc_easy") if len(r["question"].split()) >= 15)
     step = Decontaminate(tasks=["arc_easy"])
     step.setup()

@@ -172,9 +172,9 @@ def test_shipped_pipelines_parse():
 
 
 @pytest.mark.slow
-def test_ray_engine_matches_local_engine(corpus, tmp_path):
+def test_ray_engine_matches_local_engine(corpus, tmp_path, optional):
     """The Ray engine against a local Ray instance: same steps, same output as the local engine."""
-    pytest.importorskip("ray", reason="the Ray engine needs `pip install 'lmforge[ray]'`")
+    optional("ray", "ray")
     local = Pipeline.from_dict(config(corpus, tmp_path / "local")).run(engine="local", workers=1)
     on_ray = Pipeline.from_dict(config(corpus, tmp_path / "ray")).run(engine="ray", workers=2)
     assert read_outputs(tmp_path / "ray") == read_outputs(tmp_path / "local")

@@ -35,8 +35,8 @@ def test_every_format_including_gzip(tmp_path):
     assert [(d.id, d.text) for d in docs] == [("x", "nested field")]
 
 
-def test_warc_records(tmp_path):
-    warcio = pytest.importorskip("warcio")
+def test_warc_records(tmp_path, optional):
+    warcio = optional("warcio", "curate")
     from warcio.statusandheaders import StatusAndHeaders
     from warcio.warcwriter import WARCWriter
 

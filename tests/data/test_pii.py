@@ -77,10 +77,9 @@ def test_unknown_type_is_an_error():
         find_pii("x", types=["SSN"])
 
 
-def test_presidio_synthetic_set_precision_recall():
+def test_presidio_synthetic_set_precision_recall(require):
     path = data_dir() / "pii" / "synth_dataset_v2.json"
-    if not path.exists():
-        pytest.skip("shared PII data set not present")
+    require(path.exists(), "shared PII data set not present")
     gold_types = {"EMAIL_ADDRESS": "EMAIL", "PHONE_NUMBER": "PHONE", "CREDIT_CARD": "CREDIT_CARD", "IBAN_CODE": "IBAN"}
     tp, predicted, found, gold = ({t: 0 for t in gold_types.values()} for _ in range(4))
     for row in json.loads(path.read_text()):

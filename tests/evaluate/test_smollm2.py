@@ -24,5 +24,6 @@ def test_windows_perplexity_matches_plain_torch(smollm2, data_root):
             count += seqlen - 1
     result = perplexity(model, tokenizer, corpus, protocol="windows", seqlen=seqlen, limit=windows, batch_size=2)
     assert result.tokens == count
-    assert result.ppl == pytest.approx(math.exp(nll / count), rel=1e-3)
+    # README states 1.3e-4 for 32 × 2048 windows; on these 2 × 512 the gap measured 1.34e-4 (26.98369 vs 26.98732)
+    assert result.ppl == pytest.approx(math.exp(nll / count), rel=1.4e-4)
     assert 5 < result.ppl < 60  # a trained model, not random weights (random: ~49,000)

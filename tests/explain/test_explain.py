@@ -31,8 +31,8 @@ def test_integrated_gradients_completeness_within_one_percent(tiny):
     assert len(result.scores) == len(result.tokens) == len(tiny[1](TEXT)["input_ids"])
 
 
-def test_integrated_gradients_equal_captum(tiny):
-    captum_attr = pytest.importorskip("captum.attr")
+def test_integrated_gradients_equal_captum(tiny, optional):
+    captum_attr = optional("captum.attr", "explain")
     model, tokenizer = tiny
     ids = tokenizer(TEXT)["input_ids"]
     target_ids = tokenizer(" lazy dog", add_special_tokens=False)["input_ids"]

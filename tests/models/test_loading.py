@@ -73,17 +73,45 @@ def test_source_resolution(tmp_path, tiny_folder):
         resolve_source(other)
 
 
+# A real custom-code model: its modeling file subclasses llama and marks every forward pass, so the test can tell
+# whether the folder's own code ran (with the flag) or nothing was loaded at all (without it).
+CUSTOM_MODELING = """
+from transformers import LlamaConfig, LlamaForCausalLM
+
+
+class MarkedConfig(LlamaConfig):
+    model_type = "marked-llama"
+
+
+class MarkedForCausalLM(LlamaForCausalLM):
+    config_class = MarkedConfig
+
+    def forward(self, *args, **kwargs):
+        out = super().forward(*args, **kwargs)
+        out.logits[..., 0] = 1234.5  # a mark only this file's code leaves
+        return out
+"""
+
+
 def test_custom_code_needs_trust_remote_code(tmp_path, tiny_folder):
     folder = tmp_path / "custom"
     folder.mkdir()
     for file in tiny_folder.iterdir():
         (folder / file.name).write_bytes(file.read_bytes())
+    (folder / "modeling_marked.py").write_text(CUSTOM_MODELING)
     config = json.loads((folder / "config.json").read_text())
-    config["auto_map"] = {"AutoModelForCausalLM": "modeling_evil.EvilModel"}
-    config["model_type"] = "evil-llama"
+    config["model_type"] = "marked-llama"
+    config["architectures"] = ["MarkedForCausalLM"]
+    config["auto_map"] = {"AutoConfig": "modeling_marked.MarkedConfig",
+                          "AutoModelForCausalLM": "modeling_marked.MarkedForCausalLM"}
     (folder / "config.json").write_text(json.dumps(config))
-    with pytest.raises(LmforgeError):
+    with pytest.raises(LmforgeError, match=r"needs custom code; pass --trust-remote-code if you trust its author"):
         load_model(folder)
+    model, tokenizer = load_model(folder, trust_remote_code=True)
+    assert type(model).__name__ == "MarkedForCausalLM"
+    with torch.no_grad():
+        logits = model(torch.tensor([tokenizer.encode("sand")])).logits
+    assert (logits[..., 0] == 1234.5).all()
 
 
 def test_offline_hub_id_is_a_clear_error(monkeypatch):

@@ -295,15 +295,18 @@ def test_odd_records_do_not_break_the_report(tmp_path):
     assert (tmp_path / "card.md").read_text().startswith("---\n")
 
 
-def test_the_quickstart_card_is_a_valid_card_that_names_the_report(tmp_path):
-    from lmforge.cli.quickstart import QUICKSTART_CARD
+def test_the_quickstart_card_is_a_valid_card_that_names_the_model_really_used(tmp_path):
+    from lmforge.cli.quickstart import quickstart_card
     from lmforge.report import load_card, report_context
     from lmforge.runs import record_run
 
     path = tmp_path / "card.yaml"
-    path.write_text(QUICKSTART_CARD)
+    path.write_text(quickstart_card("smollm2-135m"))
+    assert load_card(path)["base_model"] == "HuggingFaceTB/SmolLM2-135M" and "Instruct" not in path.read_text()
+    path.write_text(quickstart_card("smollm2-135m-instruct-q4_1"))
     card = load_card(path)
     assert card["base_model"] == "HuggingFaceTB/SmolLM2-135M-Instruct" and "intended_use" not in card
+    assert "GGUF Q4_1" in card["model_name"] and "smollm2-135m-instruct-q4_1" in card["model_name"]
     store = RunStore(tmp_path / "runs.sqlite")
     with record_run("compress", config={"model": "smollm2-135m"}, inputs={"model": "smollm2-135m"},
                     store=store, measure_energy=False) as run:

@@ -137,6 +137,15 @@ def load_counterfactual_probes(path: str | Path | None = None) -> dict[str, Any]
     return probes
 
 
+def sentiment_available() -> bool:
+    """Whether VADER is installed (the ``audit`` extra); a plain install audits bias without the sentiment gap."""
+    try:
+        import vaderSentiment  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def sentiment_scorer() -> Callable[[str], float]:
     """VADER's compound sentiment in [-1, 1] (Hutto & Gilbert 2014); its lexicon ships inside the package."""
     try:

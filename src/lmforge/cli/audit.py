@@ -9,12 +9,13 @@ from typing import Any, Callable, Iterator
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from lmforge.audit.bias import sentiment_available, sentiment_scorer
 from lmforge.cli.audit_tables import print_comparison, print_report
 from lmforge.cli.common import console, err_console, save_json
 from lmforge.data import read_documents
 from lmforge.errors import LmforgeError
 from lmforge.io import write_json
-from lmforge.models import resolve_source
+from lmforge.models import model_input
 from lmforge.runs import record_run
 from lmforge.workflows.audit import SUITES, audit_models, compare_audits, headline, parse_suites
 
@@ -52,7 +53,8 @@ def audit_command(
     batch_size: int = typer.Option(8, help="sequences per forward pass (results do not depend on it)"),
     resamples: int = typer.Option(1000, help="bootstrap resamples for the intervals"),
     seed: int = typer.Option(0, help="seed for perturbations, sampling and bootstrap"),
-    sentiment: bool = typer.Option(True, help="score generated continuations with VADER (counterfactual probes)"),
+    sentiment: bool = typer.Option(None, "--sentiment/--no-sentiment",
+                                   help="score generated continuations with VADER (default: when the audit extra is installed)"),
     members: Path = typer.Option(None, help="privacy: texts the model was trained on (txt/jsonl/parquet)"),
     nonmembers: Path = typer.Option(None, help="privacy: held-out texts from the same distribution"),
     canary: list[str] = typer.Option(None, help="privacy: 'PREFIX|SECRET' inserted in the training text (repeatable)"),
@@ -63,6 +65,12 @@ def audit_command(
 ) -> dict[str, Any]:
     """Audit bias, privacy, robustness and misuse; with --compare, show the other model's deltas."""
     suites = parse_suites(suite)
+    if sentiment is None:
+        sentiment = sentiment_available()
+        if not sentiment and "bias" in suites:
+            console.print("note: no sentiment gap (VADER is not installed): pip install 'lmforge[audit]'")
+    elif sentiment and "bias" in suites:
+        sentiment_scorer()  # fail now, before any model is loaded, if VADER is missing
     if limit is not None and limit < 1:
         raise LmforgeError("--limit must be at least 1")
     if (members is None) != (nonmembers is None):
@@ -73,8 +81,7 @@ def audit_command(
                    members=member_texts, nonmembers=nonmember_texts, canaries=_canaries(canary), data=data_dir)
     config = {"model": model, "compare": compare, "suites": suites, **{k: v for k, v in options.items()
                                                                       if k not in {"members", "nonmembers"}}}
-    inputs = {name: str(where) if kind in {"folder", "gguf"} else name
-              for name, (kind, where) in ((m, resolve_source(m)) for m in filter(None, [model, compare]))}
+    inputs = {name: model_input(name) for name in filter(None, [model, compare])}
     inputs.update({k: v for k, v in {"members": members, "nonmembers": nonmembers}.items() if v})
     with record_run("audit", config=config, inputs=inputs) as run:
         def report(name: str, result: dict[str, Any]) -> None:

@@ -9,12 +9,20 @@ from typing import Any, Iterable, Iterator, Sequence
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text  # noqa: F401  (re-exported: styled CLI output)
 
 from lmforge.formatting import fmt, human_bytes  # noqa: F401  (re-exported for the CLI modules)
 from lmforge.io import write_json
 
-console = Console()
-err_console = Console(stderr=True)
+# Markup off: messages carry paths, model names and install hints such as `pip install 'lmforge[audit]'`, and rich
+# would read their brackets as style tags and drop them. Styled output passes style= or a rich Text instead.
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
+
+
+def print_error(message: str) -> None:
+    """The one-line error every command ends with on bad input: the message exactly as written."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False, soft_wrap=True)
 
 
 def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], values_justify: str = "right") -> Table:
@@ -22,7 +30,7 @@ def table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]], val
     for i, column in enumerate(columns):
         result.add_column(column, justify="left" if i == 0 else values_justify, no_wrap=i == 0)
     for row in rows:
-        result.add_row(*(fmt(cell) for cell in row))
+        result.add_row(*(cell if isinstance(cell, Text) else fmt(cell) for cell in row))
     return result
 
 

@@ -68,7 +68,7 @@ def compress_command(
     from lmforge.workflows.compress import compress_and_compare
     from lmforge.compress.export.compressed_tensors import export_compressed_tensors
     from lmforge.compress.export.gguf import export_gguf, ggml_type
-    from lmforge.models import load_model
+    from lmforge.models import load_model, model_input
 
     if method not in METHODS:
         raise LmforgeError(f"unknown method '{method}'; use one of: {', '.join(METHODS)}")
@@ -84,13 +84,13 @@ def compress_command(
         raise LmforgeError("--share-embeddings cannot be exported (--gguf, --compressed-tensors): drop one or the other")
     settings = {"model": model, **config.to_dict(), "calib": calib, "calib_samples": calib_samples, "seqlen": seqlen,
                 "seed": seed, "eval_windows": eval_windows, "arc_limit": arc_limit}
-    with record_run("compress", config=settings, inputs={"model": model}) as run:
+    with record_run("compress", config=settings, inputs={"model": model_input(model)}) as run:
         out_dir = out or run.artifacts_dir / "model"
         with progress_bar("quantizing layers", None) as advance:
             result = compress_and_compare(
                 model, config, calib=calib, calib_samples=calib_samples, seqlen=seqlen, seed=seed, out_dir=out_dir,
                 eval_windows=eval_windows or None, arc_limit=arc_limit or None, speed_tokens=speed_tokens,
-                threads=threads, progress=advance, say=lambda text: console.print(f"[dim]{text}[/]"),
+                threads=threads, progress=advance, say=lambda text: console.print(text, style="dim"),
             )
         run.add_artifact("model", out_dir)
         if compressed_tensors:

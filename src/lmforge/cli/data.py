@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import console, print_table, progress_bar
+from lmforge.cli.common import Text, console, print_table, progress_bar
 
 data_app = typer.Typer(help="Curate corpora: clean, deduplicate, redact, decontaminate, document.", no_args_is_help=True)
 
@@ -54,7 +54,7 @@ def run_command(
     _print_steps(stats)
     empty = stats["steps"]["read"]["counters"].get("empty_files", {})
     if empty:
-        console.print(f"[yellow]{len(empty)} input file(s) held no documents[/], e.g. {next(iter(empty))}")
+        console.print(Text.assemble((f"{len(empty)} input file(s) held no documents", "yellow"), f", e.g. {next(iter(empty))}"))
     console.print(f"{stats['documents_in']:,} documents in, {stats['documents_out']:,} out: {pipeline.output.dir}")
     if card:
         console.print(f"data card: {md} and {html}")

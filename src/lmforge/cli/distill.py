@@ -27,13 +27,15 @@ def distill_command(
     json_out: Path = typer.Option(None, "--json"),
 ) -> None:
     """Distill a teacher into a student (KL at temperature T; optional hidden-state loss); pruned zeros stay zero."""
+    from lmforge.models import model_input
     from lmforge.train.distill import DistillConfig
     from lmforge.workflows.prune import distill_model
 
     config = DistillConfig(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, temperature=temperature,
                            ce_weight=ce_weight, hidden_weight=hidden_weight,
                            max_seconds=max_minutes * 60 if max_minutes else None)
-    with record_run("distill", config=vars(config), inputs={"student": student, "teacher": teacher, "corpus": corpus}) as run:
+    with record_run("distill", config=vars(config), inputs={"student": model_input(student), "teacher": model_input(teacher),
+                                                          "corpus": corpus}) as run:
         with progress_bar("distilling", total=steps) as advance:
             result = distill_model(student, teacher, corpus, config, out, progress=advance,
                                    log=lambda p: console.print(f"step {p['step']}: loss {fmt(p['loss'])}"))

@@ -11,7 +11,7 @@ from lmforge.cli.evaluate_tasks import print_task_file
 from lmforge.errors import LmforgeError
 from lmforge.evaluate import PROTOCOLS
 from lmforge.evaluate.tasks import EvalSettings, is_task_file, write_samples
-from lmforge.models import load_model, resolve_source
+from lmforge.models import load_model, model_input
 from lmforge.runs import record_run
 from lmforge.workflows.evaluate import check_task, flatten_metrics, run_task, run_task_file, task_file_metrics
 
@@ -77,8 +77,7 @@ def eval_command(
             check_task(name)
     config = {"model": model, "tasks": tasks, "protocol": protocol, "seqlen": seqlen, "stride": stride,
               "limit": limit, "batch_size": batch_size}
-    kind, where = resolve_source(model)
-    inputs = {"model": str(where) if kind in {"folder", "gguf"} else model}
+    inputs = {"model": model_input(model)}
     with record_run("eval", config=config, inputs=inputs) as run:
         with console.status(f"loading {model}"):
             loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)

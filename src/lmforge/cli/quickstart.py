@@ -14,12 +14,12 @@ from typing import Any
 
 import typer
 
-from lmforge.cli.common import console, human_bytes, print_table, save_json
+from lmforge.cli.common import Text, console, human_bytes, print_table, save_json
 from lmforge.io import atomic_path
-from lmforge.models import pull, read_metadata
+from lmforge.models import ZOO, available_zoo_name, pull, read_metadata
 from lmforge.runs import RunStore
 
-MODEL = "smollm2-135m"
+MODEL = "smollm2-135m"  # the base model; offline, its zoo entry names the Instruct Q4_1 GGUF instead
 
 
 def register(app: typer.Typer) -> None:
@@ -30,16 +30,15 @@ def _step(title: str, args: list[str]) -> Any:
     """Run one lmforge command in-process, exactly as typed on the command line; returns what the command returns."""
     from lmforge.cli.main import app
 
-    console.rule(f"[bold]{title}[/]  [dim]lmforge {' '.join(args)}[/]")
+    console.rule(Text.assemble((title, "bold"), "  ", (f"lmforge {' '.join(args)}", "dim")))
     return app(args=args, standalone_mode=False)
 
 
-QUICKSTART_CARD = """\
-model_name: SmolLM2-135M-Instruct, GPTQ int4 g64 and Wanda 50 % (lmforge quickstart)
-base_model: HuggingFaceTB/SmolLM2-135M-Instruct
-license: Apache-2.0
-language: [en]
-"""
+def quickstart_card(model: str) -> str:
+    """What is known of the zoo model the tour really used; intended use etc. stay "missing" in the report."""
+    entry = ZOO[model]
+    return (f"model_name: {entry.weights.split('/')[-1]} ({entry.precision}), GPTQ int4 g64 and Wanda 50 % "
+            f"(lmforge quickstart, zoo name {model})\nbase_model: {entry.weights}\nlicense: {entry.license}\nlanguage: [en]\n")
 
 
 def quickstart_command(
@@ -55,22 +54,26 @@ def quickstart_command(
     int4_dir, wanda_dir = out_dir / "smollm2-gptq-int4-g64", out_dir / "smollm2-wanda50"
     common_eval = ["--eval-windows", str(windows), "--arc-limit", str(questions), "--speed-tokens", "64"]
 
-    folder = pull(MODEL, progress=console.print)
+    model = available_zoo_name(MODEL)
+    if model != MODEL:
+        console.print(f"note: the hub is unreachable, so this tour uses {model} ({ZOO[model].weights}, "
+                      f"{ZOO[model].precision}) instead of {MODEL}")
+    folder = pull(model, progress=console.print)
     grid = (read_metadata(folder).get("source_quantization") or {}).get("weight_grid_description")
     if grid:
-        console.print(f"[dim]source weights: {grid}; symmetric int4 g64 is a real test of a method, "
-                      "asymmetric g32 would reproduce them exactly[/]")
+        console.print(f"source weights: {grid}; symmetric int4 g64 is a real test of a method, "
+                      "asymmetric g32 would reproduce them exactly", style="dim")
     compressed = _step("1/5 quantize: GPTQ int4, groups of 64, symmetric", [
-        "compress", MODEL, "--method", "gptq", "--bits", "4", "--group-size", "64", "--calib", "web_articles",
+        "compress", model, "--method", "gptq", "--bits", "4", "--group-size", "64", "--calib", "web_articles",
         "--calib-samples", str(calib_samples), "-o", str(int4_dir), *common_eval])
     _step("2/5 prune: Wanda, 50 % of every row", [
-        "prune", MODEL, "--method", "wanda", "--sparsity", "0.5", "--samples", str(calib_samples), "-o", str(wanda_dir)])
+        "prune", model, "--method", "wanda", "--sparsity", "0.5", "--samples", str(calib_samples), "-o", str(wanda_dir)])
     wanda = _step("3/5 evaluate the pruned model", [
         "eval", str(wanda_dir), "--task", "wikitext2,speed", "--limit", str(windows)])
     wanda |= _step("3/5 evaluate the pruned model (ARC-Easy)", [
         "eval", str(wanda_dir), "--task", "arc_easy", "--limit", str(questions), "--batch-size", "8"])
     audit = _step("4/5 bias audit: base vs int4 (CrowS-Pairs)", [
-        "audit", MODEL, "--suite", "bias", "--compare", str(int4_dir), "--limit", str(audit_pairs)])
+        "audit", model, "--suite", "bias", "--compare", str(int4_dir), "--limit", str(audit_pairs)])
 
     rows = {
         "fp32": _row(compressed["baseline"]),
@@ -80,7 +83,7 @@ def quickstart_command(
             "model_ram_bytes": wanda["speed"]["model_bytes"], "decode_tokens_per_s": wanda["speed"]["decode_tokens_per_s"]},
     }
     print_table(
-        f"lmforge quickstart · {MODEL} · wikitext2 windows protocol (seqlen 2048, first {windows} windows) · "
+        f"lmforge quickstart · {model} · wikitext2 windows protocol (seqlen 2048, first {windows} windows) · "
         f"ARC-Easy first {questions} questions · decode at batch 1",
         ["model", "wikitext2 ppl", "ARC-Easy acc", "model RAM", "decode tok/s"],
         [(name, r["wikitext2_ppl"], r["arc_easy_acc"], human_bytes(r["model_ram_bytes"]), r["decode_tokens_per_s"])
@@ -89,7 +92,7 @@ def quickstart_command(
     this_tour = [f"--runs={r.id}" for r in RunStore().list(limit=None) if r.started >= started_epoch]
     card = out_dir / "card.yaml"  # only what is known of the base model; intended use etc. stay "missing"
     with atomic_path(card) as tmp:
-        tmp.write_text(QUICKSTART_CARD)
+        tmp.write_text(quickstart_card(model))
     _step("5/5 report", ["report", "-o", str(out_dir / "report" / "report.html"), "--card", str(card), *this_tour])
     seconds = time.perf_counter() - started
     save_json(out_dir / "quickstart.json", {"results": rows, "audit": audit["report"], "seconds": seconds})

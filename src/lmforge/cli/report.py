@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import console, fmt, print_table, save_json
+from lmforge.cli.common import Text, console, fmt, print_table, save_json
 
 
 def register(app: typer.Typer) -> None:
@@ -65,10 +65,10 @@ def compare_command(
     a, b = run_store.get(run_a), run_store.get(run_b)
     deltas = compare_runs(a, b, threshold)
     shown = [d for d in deltas if all_metrics or d.verdict != "same"]
-    verdict_style = {"regression": "[bold red]regression[/]", "better": "[green]better[/]", "worse": "[yellow]worse[/]"}
+    verdict_style = {"regression": "bold red", "better": "green", "worse": "yellow"}
     print_table(f"{a.id} ({a.command}) → {b.id} ({b.command})", ["metric", "A", "B", "delta", "relative", "verdict"],
                 [(d.metric, d.a, d.b, d.delta, f"{d.relative:+.2%}" if d.relative is not None else "-",
-                  verdict_style.get(d.verdict, d.verdict)) for d in shown])
+                  Text(d.verdict, style=verdict_style.get(d.verdict, ""))) for d in shown])
     bad = regressions(deltas)
     named = ": " + ", ".join(d.metric for d in bad) if bad else ""
     console.print(f"{len(bad)} regression(s) beyond {fmt(threshold * 100)} %{named}")

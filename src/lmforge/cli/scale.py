@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import console, fmt, print_table, progress_bar, save_json, set_threads
+from lmforge.cli.common import Text, console, fmt, print_table, progress_bar, save_json, set_threads
 from lmforge.runs import record_run
 
 
@@ -74,6 +74,6 @@ def scale_command(
             ("N (non-embedding params)", plan["n_params"]), ("D (tokens)", plan["tokens"]),
             ("tokens per parameter", plan["tokens_per_param"]), ("predicted loss", plan["predicted_loss"])])
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        console.print(Text.assemble(("warning:", "yellow"), f" {warning}"))
     console.print(f"plots: {', '.join(str(p) for p in plots)}")
     save_json(json_out, {**result.to_dict(), "energy": run.record.energy, "run": run.id})

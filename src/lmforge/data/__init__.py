@@ -7,6 +7,7 @@ __all__ = [
     "NAMES",
     "Corpus",
     "calibration_batches",
+    "tuning_split",
     "corpus_from_path",
     "corpus_from_texts",
     "load_corpus",
@@ -19,7 +20,7 @@ __all__ = [
 
 def __getattr__(name: str):
     # Calibration needs torch; load it on first use so curation and PII redaction import in milliseconds.
-    if name in ("calibration_batches", "tokenize_corpus"):
+    if name in ("calibration_batches", "tokenize_corpus", "tuning_split"):
         from lmforge.data import calibration
 
         return getattr(calibration, name)

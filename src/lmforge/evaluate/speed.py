@@ -44,8 +44,8 @@ def rss_bytes() -> int:
 
 
 @torch.inference_mode()
-def _generate(model, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float, float]:
-    """Greedy-decode ``new_tokens`` after ``prompt``; returns (prefill s, first-token s, decode s)."""
+def greedy_decode(model, prompt: torch.Tensor, new_tokens: int) -> tuple[float, float, float, torch.Tensor]:
+    """Greedy-decode ``new_tokens`` after ``prompt``; returns (prefill s, first-token s, decode s, the new tokens)."""
     from transformers import DynamicCache
 
     cache = DynamicCache(config=model.config)
@@ -54,12 +54,14 @@ def _generate(model, prompt: torch.Tensor, new_tokens: int) -> tuple[float, floa
     prefill = time.perf_counter() - start
     token = out.logits[:, -1].argmax(-1, keepdim=True)
     first_token = time.perf_counter() - start
+    tokens = [token]
     decode_start = time.perf_counter()
     for _ in range(new_tokens - 1):
         out = model(input_ids=token, past_key_values=cache, use_cache=True)
         token = out.logits[:, -1].argmax(-1, keepdim=True)
+        tokens.append(token)
     decode = time.perf_counter() - decode_start
-    return prefill, first_token, decode
+    return prefill, first_token, decode, torch.cat(tokens, dim=1)
 
 
 def speed(
@@ -88,8 +90,8 @@ def speed(
     }
     for batch in batch_sizes:
         prompt = torch.randint(0, vocab, (batch, prompt_tokens), generator=generator).to(device)
-        _generate(model, prompt, min(new_tokens, 8))  # warm-up
-        runs = [_generate(model, prompt, new_tokens) for _ in range(repeats)]
+        greedy_decode(model, prompt, min(new_tokens, 8))  # warm-up
+        runs = [greedy_decode(model, prompt, new_tokens) for _ in range(repeats)]
         prefill = statistics.median(r[0] for r in runs)
         first = statistics.median(r[1] for r in runs)
         decode = statistics.median(r[2] for r in runs)

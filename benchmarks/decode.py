@@ -1,0 +1,117 @@
+"""Decode speed at batch 1: lmforge's greedy loop beside transformers' `generate` and llama.cpp, same prompt, same run.
+
+The prompt is the first ``--prompt-tokens`` tokens of WikiText-2 (the model's tokenizer); each tool decodes
+greedily from exactly those token ids. Every tool is timed the same way, by its own clock around its own call:
+the time to produce 1 token (prefill + first token) and the time to produce ``--new-tokens``; decode tokens/s is
+``(new_tokens - 1) / (t_new - t_1)``, median over ``--repeats`` after a warm-up. llama.cpp (llama-cpp-python in
+its own venv, ``ROOT/.venv-llama``) runs the model's GGUF with its own kernels, so its row is the speed of
+that file (for the offline zoo entry: the Q4_1 GGUF the float weights were dequantized from).
+
+    flock /tmp/lmforge-heavy.lock nice .venv/bin/python benchmarks/decode.py --out benchmarks/results/decode.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import torch
+
+from lmforge.cli.common import print_table
+from lmforge.data import load_corpus
+from lmforge.evaluate.speed import greedy_decode
+from lmforge.models import ZOO, load_model, pull, read_metadata
+from lmforge.paths import data_dir
+from provenance import save_result
+
+ROOT = Path(__file__).resolve().parents[1]
+LLAMA_SCRIPT = """
+import json, statistics, sys, time
+from llama_cpp import Llama
+path, threads, new_tokens, repeats, ids = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
+llm = Llama(model_path=path, n_threads=threads, n_ctx=len(ids) + new_tokens + 8, verbose=False)
+
+def run(n):
+    llm.reset()
+    out, started = [], time.perf_counter()
+    for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
+        out.append(token)
+        if len(out) == n:
+            break
+    return time.perf_counter() - started, out
+
+run(4)
+firsts = [run(1)[0] for _ in range(repeats)]
+fulls = [run(new_tokens) for _ in range(repeats)]
+print(json.dumps({"t_1": statistics.median(firsts), "t_new": statistics.median(t for t, _ in fulls), "tokens": fulls[0][1]}))
+"""
+
+
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct-q4_1")
+    parser.add_argument("--prompt-tokens", type=int, default=64)
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--gguf", help="GGUF for llama.cpp (default: the zoo entry's own GGUF)")
+    parser.add_argument("--llama-python", default=str(ROOT / ".venv-llama" / "bin" / "python"))
+    parser.add_argument("--out", default="benchmarks/results/decode.json")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    model, tokenizer = load_model(args.model)
+    ids = tokenizer(load_corpus("wikitext2").text()[:20_000], add_special_tokens=False)["input_ids"][: args.prompt_tokens]
+    prompt = torch.tensor([ids])
+    n = args.new_tokens
+    rows = []
+
+    def ours(count):
+        return greedy_decode(model, prompt, count)[3]
+
+    def theirs(count):
+        with torch.inference_mode():
+            return model.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=count,
+                                  min_new_tokens=count, do_sample=False, pad_token_id=tokenizer.pad_token_id)[:, len(ids):]
+
+    reference = ours(n)[0].tolist()
+    for name, fn in (("lmforge greedy loop (evaluate/speed.py)", ours), ("transformers generate", theirs)):
+        t_1, t_new = timed(lambda: fn(1), args.repeats), timed(lambda: fn(n), args.repeats)
+        rows.append({"tool": name, "t_1": t_1, "t_new": t_new, "decode_tokens_per_s": (n - 1) / (t_new - t_1),
+                     "same_tokens_as_lmforge": fn(n)[0].tolist() == reference})
+    gguf = args.gguf or (read_metadata(pull(args.model)).get("gguf") if args.model in ZOO else None)
+    if gguf and Path(args.llama_python).exists():
+        done = subprocess.run([args.llama_python, "-X", "faulthandler", "-c", LLAMA_SCRIPT, str(gguf), str(args.threads),
+                               str(n), str(args.repeats), json.dumps(ids)], capture_output=True, text=True)
+        if done.returncode:  # recorded, not hidden: a crashed peer is a result too (e.g. -11 inside llama_decode)
+            rows.append({"tool": f"llama.cpp ({Path(gguf).name})", "t_1": None, "t_new": None, "decode_tokens_per_s": None,
+                         "same_tokens_as_lmforge": None, "error": f"exit {done.returncode}: {done.stderr.strip()[-400:]}"})
+        else:
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append({"tool": f"llama.cpp ({Path(gguf).name})", "t_1": result["t_1"], "t_new": result["t_new"],
+                         "decode_tokens_per_s": (n - 1) / (result["t_new"] - result["t_1"]),
+                         "same_tokens_as_lmforge": result["tokens"] == reference})
+    print_table(f"decode at batch 1, {args.prompt_tokens}-token WikiText-2 prompt, {n} new tokens, {args.threads} threads",
+                ["tool", "first token s", f"{n} tokens s", "decode tok/s", "same tokens"],
+                [(r["tool"], r["t_1"], r["t_new"], r["decode_tokens_per_s"], r["same_tokens_as_lmforge"]) for r in rows])
+    save_result(args.out, {"prompt_tokens": args.prompt_tokens, "new_tokens": n, "threads": args.threads, "rows": rows},
+                models=[args.model, *([gguf] if gguf else [])], data=[data_dir() / "wikitext2" / "wiki.test.raw"],
+                peers={"llama-cpp-python": (args.llama_python, "llama_cpp_python")})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""Choose GPTQ's and SparseGPT's measured defaults (sink_share, damp) on data no reported number uses.
+
+The tuning data is ``lmforge.data.tuning_split``: web_articles windows that the calibration sample
+(``calibration_batches(web_articles, --calib-samples, --seqlen, seed 0)``, the sample every benchmark
+calibrates on) did not draw. No README table scores web_articles, and WikiText-2 test is never read here.
+Each candidate is applied to a fresh copy of the model and scored by mean NLL on the tuning windows; the
+lowest wins. One process, same calibration tensor for every candidate:
+
+    flock /tmp/lmforge-heavy.lock nice .venv/bin/python benchmarks/tune_defaults.py --out benchmarks/results/tune_defaults.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import math
+import time
+
+import torch
+
+from lmforge.cli.common import print_table
+from lmforge.compress.pruning import SparseGPT, prune
+from lmforge.compress.quantization import GPTQ, quantize
+from lmforge.data import calibration_batches, load_corpus, tuning_split
+from lmforge.models import load_model
+from lmforge.paths import data_dir
+from provenance import save_result
+
+
+@torch.inference_mode()
+def mean_nll(model, windows: torch.Tensor) -> float:
+    """Mean next-token NLL (nats) over every predicted token of the windows."""
+    total, count = 0.0, 0
+    for row in windows:
+        logits = model(row[None]).logits[0, :-1].double()
+        total -= torch.log_softmax(logits, -1).gather(1, row[1:, None]).sum().item()
+        count += len(row) - 1
+    return total / count
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="smollm2-135m-instruct-q4_1")
+    parser.add_argument("--calib-samples", type=int, default=32)
+    parser.add_argument("--tuning-windows", type=int, default=8)
+    parser.add_argument("--seqlen", type=int, default=2048)
+    parser.add_argument("--sink-shares", default="0,0.05,0.1,0.2")
+    parser.add_argument("--damps", default="0.01")
+    parser.add_argument("--methods", default="gptq,sparsegpt")
+    parser.add_argument("--out", default="benchmarks/results/tune_defaults.json")
+    args = parser.parse_args()
+
+    model, tokenizer = load_model(args.model)
+    web = load_corpus("web_articles")
+    calibration = calibration_batches(tokenizer, web, args.calib_samples, args.seqlen, seed=0)
+    tuning = tuning_split(tokenizer, web, args.tuning_windows, args.seqlen, calibration_samples=args.calib_samples, seed=0)
+    rows = [{"method": "dense", "nll": mean_nll(model, tuning)}]
+    for method in args.methods.split(","):
+        for damp in map(float, args.damps.split(",")):
+            for share in map(float, args.sink_shares.split(",")):
+                candidate, started = copy.deepcopy(model), time.perf_counter()
+                if method == "gptq":
+                    quantize(candidate, GPTQ(bits=4, group_size=64, damp=damp, sink_share=share), calibration)
+                else:
+                    prune(candidate, SparseGPT(0.5, damp=damp, sink_share=share), calibration)
+                rows.append({"method": method, "damp": damp, "sink_share": share, "nll": mean_nll(candidate, tuning),
+                             "seconds": time.perf_counter() - started})
+                print(rows[-1], flush=True)
+    chosen = {m: min((r for r in rows if r["method"] == m), key=lambda r: r["nll"]) for m in args.methods.split(",")}
+    print_table(f"tuning split: {args.tuning_windows} × {args.seqlen} held-out web_articles tokens",
+                ["method", "damp", "sink_share", "NLL (nats)", "ppl", "chosen"],
+                [(r["method"], r.get("damp"), r.get("sink_share"), r["nll"], math.exp(r["nll"]),
+                  "yes" if chosen.get(r["method"]) is r else "") for r in rows])
+    save_result(args.out, {"split": {"corpus": "web_articles", "calibration_samples": args.calib_samples,
+                                     "tuning_windows": args.tuning_windows, "seqlen": args.seqlen, "seed": 0},
+                           "rows": rows, "chosen": {m: {k: r.get(k) for k in ("damp", "sink_share")} for m, r in chosen.items()}},
+                models=[args.model], data=[data_dir() / "web_articles"])
+
+
+if __name__ == "__main__":
+    main()
