@@ -110,7 +110,7 @@ def finetune_command(
     lr: float = typer.Option(1e-3),
     rank: int = typer.Option(8, help="LoRA rank"),
     alpha: int = typer.Option(16, help="LoRA alpha"),
-    target_modules: str = typer.Option("q_proj,k_proj,v_proj,o_proj", help="comma-separated module names to adapt"),
+    target_modules: str = typer.Option("", help="comma-separated module names to adapt (default: every attention linear)"),
     merge: bool = typer.Option(False, "--merge/--keep-adapters", help="merge the adapters into the weights"),
     ood_windows: int = typer.Option(8, help="WikiText-2 windows for the out-of-domain loss"),
     ood_seqlen: int = typer.Option(512),

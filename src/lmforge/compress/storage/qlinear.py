@@ -78,7 +78,8 @@ class QuantLinear(nn.Module):
             x = x / self.input_scale.to(x.dtype)
         flat = x.reshape(-1, self.in_features)
         if flat.device.type == "cpu" and flat.shape[0] <= KERNEL_MAX_ROWS and kernels.available():
-            out = kernels.packed_matmul(flat.float(), self.qweight, self.scales, self.zeros,
+            # scales go in as float32 whatever the model was cast to (``model.half()`` casts buffers too)
+            out = kernels.packed_matmul(flat.float(), self.qweight, self.scales.float().contiguous(), self.zeros,
                                         storage_bits(self.bits), self.group_size).to(x.dtype)
             if self.bias is not None:
                 out = out + self.bias.to(x.dtype)
