@@ -12,7 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lmforge.audit import SUITES, audit, compare_audits, parse_suites
-from lmforge.cli.common import console, err_console, print_table, save_json
+from lmforge.cli.common import console, device_option, dtype_option, err_console, print_table, record_precision, save_json
 from lmforge.data import read_documents
 from lmforge.errors import LmforgeError
 from lmforge.io import write_json
@@ -143,6 +143,8 @@ def audit_command(
     json_out: str = typer.Option(None, "--json", help="write the full report to this JSON file"),
     data_dir: str = typer.Option(None, help="folder with the named data sets (default ../shared/data)"),
     trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
+    dtype: str = dtype_option(),
+    device: str = device_option(),
 ) -> None:
     """Audit bias, privacy, robustness and misuse; with --compare, show the other model's deltas."""
     suites = parse_suites(suite)
@@ -154,7 +156,7 @@ def audit_command(
     nonmember_texts = list(read_documents(nonmembers, text_field)) if nonmembers else None
     options = dict(limit=limit, batch_size=batch_size, resamples=resamples, seed=seed, sentiment=sentiment,
                    members=member_texts, nonmembers=nonmember_texts, canaries=_canaries(canary), data=data_dir)
-    config = {"model": model, "compare": compare, "suites": suites, **{k: v for k, v in options.items()
+    config = {"model": model, "compare": compare, "suites": suites, "dtype": dtype, "device": device, **{k: v for k, v in options.items()
                                                                       if k not in {"members", "nonmembers"}}}
     inputs = {name: str(where) if kind in {"folder", "gguf"} else name
               for name, (kind, where) in ((m, resolve_source(m)) for m in filter(None, [model, compare]))}
@@ -163,7 +165,8 @@ def audit_command(
         reports = {}
         for name in filter(None, [model, compare]):
             with console.status(f"loading {name}"):
-                loaded, tokenizer = load_model(name, trust_remote_code=trust_remote_code)
+                loaded, tokenizer = load_model(name, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+            record_precision(run, loaded)
             with section_progress() as progress:
                 reports[name] = audit(loaded, tokenizer, suites, progress=progress, **options)
             del loaded

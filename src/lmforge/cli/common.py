@@ -57,3 +57,24 @@ def progress_bar(description: str, total: int | None) -> Iterator:
 
         advance.set_total = lambda n: progress.update(task, total=n)  # type: ignore[attr-defined]
         yield advance
+
+
+def dtype_option():
+    """``--dtype``, the same on every command that loads a model."""
+    import typer
+
+    return typer.Option("float32", "--dtype", help="weights in: auto (the checkpoint's own dtype) | float32 | bfloat16 | float16")
+
+
+def device_option():
+    """``--device``, the same on every command that loads a model."""
+    import typer
+
+    return typer.Option("auto", "--device", help="run on: auto (cuda when a GPU is visible) | cpu | cuda")
+
+
+def record_precision(run, model) -> None:
+    """Record the dtype and device the model really ran in (a run's numbers depend on both)."""
+    from lmforge.models import model_device
+
+    run.log_metrics({"model.dtype": str(model.dtype).removeprefix("torch."), "model.device": str(model_device(model))})

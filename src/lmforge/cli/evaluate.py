@@ -7,11 +7,12 @@ from typing import Any
 
 import typer
 
-from lmforge.cli.common import console, human_bytes, print_table, progress_bar, save_json
+from lmforge.cli.common import console, device_option, dtype_option, human_bytes, print_table, progress_bar, record_precision, save_json
 from lmforge.data import load_corpus
 from lmforge.data.named import NAMES
 from lmforge.errors import LmforgeError
 from lmforge.evaluate import PROTOCOLS, builtin_tasks, load_task, multiple_choice, perplexity, speed
+from lmforge.compress.storage.sparse import semi_structured_on_cuda
 from lmforge.models import load_model, resolve_source
 from lmforge.runs import record_run
 
@@ -83,18 +84,23 @@ def eval_command(
     data_dir: str = typer.Option(None, help="folder with the named data sets (default ../shared/data)"),
     text_field: str = typer.Option("text", help="jsonl/parquet field holding the text"),
     trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
+    dtype: str = dtype_option(),
+    device: str = device_option(),
 ) -> None:
     """Evaluate a model: perplexity (windows / rolling / sliding), ARC-Easy, PIQA, speed and memory."""
     if limit is not None and limit < 1:
         raise LmforgeError("--limit must be at least 1")
     tasks = [t.strip() for t in task.split(",") if t.strip()]
     config = {"model": model, "tasks": tasks, "protocol": protocol, "seqlen": seqlen, "stride": stride,
-              "limit": limit, "batch_size": batch_size}
+              "limit": limit, "batch_size": batch_size, "dtype": dtype, "device": device}
     kind, where = resolve_source(model)
     inputs = {"model": str(where) if kind in {"folder", "gguf"} else model}
     with record_run("eval", config=config, inputs=inputs) as run:
         with console.status(f"loading {model}"):
-            loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
+            loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+        record_precision(run, loaded)
+        if sparse := semi_structured_on_cuda(loaded):
+            console.print(f"{sparse} 2:4-sparse linears run as semi-structured sparse tensors on the GPU")
         results = {}
         for name in tasks:
             metrics = run_task(loaded, tokenizer, name, protocol=protocol, seqlen=seqlen, stride=stride, limit=limit,

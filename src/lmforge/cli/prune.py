@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import console, fmt, human_bytes, print_table, progress_bar, save_json
+from lmforge.cli.common import console, device_option, dtype_option, fmt, human_bytes, print_table, progress_bar, record_precision, save_json
 from lmforge.errors import LmforgeError
 from lmforge.runs import record_run
 
@@ -55,6 +55,8 @@ def prune_command(
     quantize_bits: int = typer.Option(None, "--quantize-bits", help="then quantize the survivors (RTN, symmetric), e.g. 4"),
     group_size: int = typer.Option(64, help="group size for --quantize-bits"),
     json_out: Path = typer.Option(None, "--json", help="also write the summary as JSON"),
+    dtype: str = dtype_option(),
+    device: str = device_option(),
 ) -> None:
     """Prune a model (unstructured, N:M or structured) and save it; sparse weights are stored as bitmask + values."""
     from lmforge.compress import config_from_dict, prune, prune_then_quantize
@@ -65,13 +67,14 @@ def prune_command(
     extra = {"sink_share": sink_share} if method in {"sparsegpt", "structured"} else {}
     settings = {"method": method, "sparsity": sparsity, "pattern": pattern, "heads": heads, "mlp": mlp,
                 "reconstruct": reconstruct, "calib": calib,
-                "samples": samples, "seqlen": seqlen, "quantize_bits": quantize_bits, "group_size": group_size, **extra}
+                "samples": samples, "seqlen": seqlen, "quantize_bits": quantize_bits, "group_size": group_size, "dtype": dtype, "device": device, **extra}
     if method == "structured":
         config = Structured(heads, mlp, reconstruct, **extra)
     else:
         config = config_from_dict({"method": method, "sparsity": sparsity, "pattern": pattern, **extra})
     with record_run("prune", config=settings, inputs={"model": model}) as run:
-        loaded, tokenizer = load_model(model)
+        loaded, tokenizer = load_model(model, dtype=dtype, device=device)
+        record_precision(run, loaded)
         calibration = None if method == "magnitude" else _calibration(tokenizer, calib, samples, seqlen)
         layers = loaded.config.num_hidden_layers
         with progress_bar(f"pruning ({method})", total=layers) as advance:

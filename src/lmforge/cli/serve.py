@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from lmforge.cli.common import console
+from lmforge.cli.common import console, device_option, dtype_option
 
 
 def register(app: typer.Typer) -> None:
@@ -33,6 +33,8 @@ def serve_command(
     max_batch_size: int = typer.Option(8, help="requests run together at most"),
     batch_window_ms: float = typer.Option(5.0, help="how long to wait for more requests to batch"),
     trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
+    dtype: str = dtype_option(),
+    device: str = device_option(),
 ) -> None:
     """Serve MODEL on /v1/completions, /v1/chat/completions (streaming too) and /v1/models."""
     from lmforge.runs import record_run
@@ -50,8 +52,9 @@ def serve_command(
     )
     check_bind(host, keys)
     recorded = {k: v for k, v in config.__dict__.items() if k != "api_keys"} | {"api_keys": len(keys), "host": host,
-                                                                               "port": port}
+                                                                               "port": port, "dtype": dtype, "device": device}
     with record_run("serve", config=recorded, inputs={"model": model}, measure_energy=False) as run:
         if config.usage_log:
             run.add_artifact("usage_log", config.usage_log)
-        serve(model, host=host, port=port, config=config, trust_remote_code=trust_remote_code, progress=console.print)
+        serve(model, host=host, port=port, config=config, trust_remote_code=trust_remote_code, progress=console.print,
+              dtype=dtype, device=device)

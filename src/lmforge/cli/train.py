@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import console, fmt, print_table, progress_bar, save_json
+from lmforge.cli.common import console, device_option, dtype_option, fmt, print_table, progress_bar, record_precision, save_json
 from lmforge.runs import record_run
 
 
@@ -119,6 +119,8 @@ def finetune_command(
     threads: int = typer.Option(None, help="torch intra-op threads"),
     trust_remote_code: bool = typer.Option(False),
     json_out: str = typer.Option(None, "--json", help="also write the metrics and the forgetting report as JSON"),
+    dtype: str = dtype_option(),
+    device: str = device_option(),
 ) -> None:
     """LoRA fine-tune a causal LM and report what it learned in-domain and forgot out-of-domain."""
     from dataclasses import asdict
@@ -133,8 +135,10 @@ def finetune_command(
                          target_modules=[m.strip() for m in target_modules.split(",") if m.strip()], merge=merge,
                          ood_windows=ood_windows, ood_seqlen=ood_seqlen, max_eval_examples=max_eval_examples)
     cfg.validate()
-    with record_run("finetune", config={"model": model, **asdict(cfg)}, inputs={"model": model, "data": data}) as run:
-        loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
+    with record_run("finetune", config={"model": model, **asdict(cfg), "dtype": dtype, "device": device},
+                    inputs={"model": model, "data": data}) as run:
+        loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+        record_precision(run, loaded)
         out_dir = out or run.artifacts_dir / ("model" if merge else "adapters")
         result = finetune(loaded, tokenizer, cfg, out_dir, log=console.print)
         run.log_metrics(result.metrics())

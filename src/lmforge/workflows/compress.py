@@ -75,8 +75,10 @@ def compress_and_compare(
     threads: int = 2,
     progress: Callable[[int], None] | None = None,
     say: Callable[[str], None] = lambda _: None,
+    dtype: str | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Load ``model_source``, measure it, quantize it with ``config``, save it to ``out_dir``, measure again.
+    """Load ``model_source`` (in ``dtype``, on ``device``: see ``load_model``), measure it, quantize it with ``config``, save it to ``out_dir``, measure again.
 
     Returns ``{"baseline": row, "quantized": row, "report": QuantReport dict, "out_dir": str}``.
     """
@@ -84,7 +86,7 @@ def compress_and_compare(
     from lmforge.evaluate import peak_rss_bytes, reset_peak_rss
     from lmforge.models import load_model, read_metadata, resolve_source
 
-    model, tokenizer = load_model(model_source)
+    model, tokenizer = load_model(model_source, dtype=dtype, device=device)
     kind, where = resolve_source(model_source)
     source_folder = None
     if kind == "zoo":

@@ -111,3 +111,14 @@ class QuantEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, shares the packed table of the output head ({self.head.bits}-bit)"
+
+
+def execution_path(model: nn.Module) -> str | None:
+    """How the model's quantized linears compute on its device (None when it has none): what `models info` prints."""
+    modules = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    if not modules:
+        return None
+    device = modules[0].qweight.device
+    if device.type == "cpu" and kernels.available():
+        return f"cpu: native packed kernel up to {KERNEL_MAX_ROWS} rows (decoding), dequantize-then-matmul above"
+    return f"{device.type}: dequantize-then-matmul (the packed weights are unpacked per call into a temporary)"
