@@ -15,9 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from torch import nn
 
-from lmforge.compress import AWQ, GPTQ, RTN, Magnitude, QuantLinear, SparseGPT, Structured, Wanda, prune, quantize
+from lmforge.compress import AWQ, GPTQ, RTN, Magnitude, SparseGPT, Structured, Wanda, prune, quantize
 from lmforge.compress.pruning.masks import NM, satisfies_nm
 from lmforge.compress.pruning.structured import structured_prune
 from lmforge.data import corpus_from_texts
@@ -57,23 +56,6 @@ def calibration(tokenizer):
     return ids[: 4 * SEQLEN].reshape(4, SEQLEN)
 
 
-def dequantized_twin(model):
-    """The quantized model with every QuantLinear replaced by an nn.Linear holding its dequantized weight."""
-    twin = copy.deepcopy(model)
-    for name, module in list(twin.named_modules()):
-        if isinstance(module, QuantLinear):
-            weight = module.dequantize()
-            if module.input_scale is not None:
-                weight = weight / module.input_scale
-            dense = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
-            dense.weight.data.copy_(weight)
-            if module.bias is not None:
-                dense.bias.data.copy_(module.bias)
-            parent, _, leaf = name.rpartition(".")
-            setattr(twin.get_submodule(parent) if parent else twin, leaf, dense)
-    return twin
-
-
 def assert_same_model(model, twin, tokenizer, ids) -> str:
     a, b = ppl(model, tokenizer), ppl(twin, tokenizer)
     assert abs(a - b) <= 1e-4 * b, (a, b)
@@ -106,7 +88,7 @@ def quantize_cell(config):
     def cell(model, tokenizer, ctx):
         report = quantize(model, config, calibration(tokenizer))
         assert report.quantized
-        return assert_same_model(model, dequantized_twin(model), tokenizer, ctx["ids"])
+        return assert_same_model(model, ctx["dequantized_twin"](model), tokenizer, ctx["ids"])
     return cell
 
 
@@ -243,7 +225,7 @@ CELLS = {
 
 
 @pytest.fixture(scope="module")
-def matrix_context(tmp_path_factory):
+def matrix_context(tmp_path_factory, dequantized_twin):
     tokenizer = tiny_tokenizer(TEXT)
     task_dir = tmp_path_factory.mktemp("task")
     rows = [{"q": "What wears rocks down?", "options": ["erosion", "batteries"], "gold": 0},
@@ -253,7 +235,7 @@ def matrix_context(tmp_path_factory):
                                                         "text": "Question: {{ q }}\nAnswer:", "choices": "options", "answer": "gold"}))
     (task_dir / "text.txt").write_text("\n\n".join(TEXT * 3))
     ids = calibration(tokenizer)[:2]
-    return {"tokenizer": tokenizer, "task": task_dir / "toy.yaml", "text_file": task_dir / "text.txt", "ids": ids}
+    return {"tokenizer": tokenizer, "dequantized_twin": dequantized_twin, "task": task_dir / "toy.yaml", "text_file": task_dir / "text.txt", "ids": ids}
 
 
 def run_row(architecture: str, context: dict, tmp_path: Path) -> dict[str, str]:
@@ -325,3 +307,17 @@ def test_support_matrix(matrix_context, tmp_path):
 
 def test_readme_table_is_the_generated_one():
     assert readme_section((ROOT / "README.md").read_text()) == TABLE.read_text().strip() + "\n"
+
+
+def test_a_prune_or_quantize_that_touches_nothing_is_an_error(matrix_context, monkeypatch):
+    """As GPT-2's Conv1D once was: layers the drivers do not recognise must fail the command, not pass at 0 %."""
+    import lmforge.compress.pruning.driver as prune_driver
+    import lmforge.compress.quantization.driver as quant_driver
+
+    tokenizer = matrix_context["tokenizer"]
+    for module in (prune_driver, quant_driver):
+        monkeypatch.setattr(module, "is_linear", lambda m: False)
+    with pytest.raises(LmforgeError, match="pruning removed nothing"):
+        prune(tiny_causal_lm("llama", vocab_size=len(tokenizer)), Magnitude(0.5))
+    with pytest.raises(LmforgeError, match="nothing to quantize: no linear layers lmforge recognises"):
+        quantize(tiny_causal_lm("llama", vocab_size=len(tokenizer)), RTN(bits=4, group_size=32))

@@ -3,12 +3,9 @@ and `lmforge prune --method sparsegpt` then `lmforge eval`, each perplexity chec
 
 from __future__ import annotations
 
-import copy
 import json
 
 import pytest
-import torch
-from torch import nn
 from typer.testing import CliRunner
 
 from lmforge.cli.main import app
@@ -20,20 +17,6 @@ from lmforge.models.tiny import TINY_ARCHITECTURES, tiny_causal_lm
 
 TEXT = "Rivers carry sand to the sea, and the sea returns it as beaches. Wind wears rocks down into sand. " * 30
 SEQLEN, WINDOWS = 32, 4
-
-
-def dequantized(model):
-    """Every QuantLinear replaced by an nn.Linear holding ``dequantize()`` (the packed kernel is not involved)."""
-    twin = copy.deepcopy(model)
-    for name, module in list(twin.named_modules()):
-        if isinstance(module, QuantLinear):
-            dense = nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
-            dense.weight.data.copy_(module.dequantize() / (1 if module.input_scale is None else module.input_scale))
-            if module.bias is not None:
-                dense.bias.data.copy_(module.bias)
-            parent, _, leaf = name.rpartition(".")
-            setattr(twin.get_submodule(parent), leaf, dense)
-    return twin
 
 
 def cli_perplexity(folder, corpus, tmp_path) -> float:
@@ -50,7 +33,7 @@ def twin_perplexity(model, tokenizer, corpus) -> float:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("architecture", list(TINY_ARCHITECTURES))
-def test_gptq_and_sparsegpt_from_the_cli_match_their_dense_twins(architecture, tmp_path):
+def test_gptq_and_sparsegpt_from_the_cli_match_their_dense_twins(architecture, tmp_path, dequantized_twin):
     corpus = tmp_path / "text.txt"
     corpus.write_text(TEXT)
     tokenizer = tiny_tokenizer([TEXT])
@@ -60,11 +43,11 @@ def test_gptq_and_sparsegpt_from_the_cli_match_their_dense_twins(architecture, t
     quantized = tmp_path / "gptq"
     result = runner.invoke(app, ["compress", str(source), "--method", "gptq", "--bits", "4", "--group-size", "32",
                                  "--calib", str(corpus), "--calib-samples", "4", "--seqlen", str(SEQLEN), "-o", str(quantized),
-                                 "--eval-windows", "0", "--arc-limit", "0", "--speed-tokens", "0"])
+                                 "--eval-windows", "0", "--arc-limit", "0", "--speed-tokens", "0", "--threads", "1"])
     assert result.exit_code == 0, result.output
     model, _ = load_model(quantized)
     assert sum(isinstance(m, QuantLinear) for m in model.modules()) >= 4 * model.config.num_hidden_layers
-    expected = twin_perplexity(dequantized(model), tokenizer, corpus)
+    expected = twin_perplexity(dequantized_twin(model), tokenizer, corpus)
     assert abs(cli_perplexity(quantized, corpus, tmp_path) - expected) <= 1e-4 * expected
 
     pruned = tmp_path / "sparsegpt"

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from lmforge.cli.main import app
-from lmforge.compress import GPTQ, RTN, QuantLinear, quantize
+from lmforge.compress import GPTQ, QuantLinear, quantize
 from lmforge.compress.storage import kernels
 from lmforge.errors import LmforgeError
 from lmforge.models import load_model, save_model, tiny_model_and_tokenizer

@@ -120,8 +120,9 @@ def quantize(
         )
     names, skipped = plan(model, config)
     if not names:
-        found = "every linear layer is in the skip list" if skipped else f"{type(model).__name__} has no linear layers lmforge recognises"
-        raise LmforgeError(f"nothing to quantize: {found}")
+        recognised = any(is_linear(m) for layer in decoder_layers(model) for m in layer.modules())
+        raise LmforgeError("nothing to quantize: " + ("every linear layer is in the skip list" if recognised else
+                           f"no linear layers lmforge recognises in {type(model).__name__}'s decoder layers"))
     head_plan = _head_plan(model, config) if config.lm_head_bits else None  # fail now, not after calibrating every layer
     report = QuantReport(config=config.to_dict(), skipped=skipped)
     if calibration is not None and config.needs_calibration:
