@@ -67,7 +67,7 @@ def test_a_bf16_checkpoint_goes_through_quickstarts_steps(bf16_folder, tmp_path)
     assert load_model(tmp_path / "p", dtype="auto")[0].dtype == torch.bfloat16
     records = RunStore().list(limit=None)
     recorded = {r.command: r.metrics.get("model.dtype") for r in records}
-    assert recorded["prune"] == recorded["eval"] == recorded["audit"] == "bfloat16", recorded
+    assert recorded["compress"] == recorded["prune"] == recorded["eval"] == recorded["audit"] == "bfloat16", recorded
 
 
 def quantized_model():

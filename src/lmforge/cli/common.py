@@ -75,6 +75,6 @@ def device_option():
 
 def record_precision(run, model) -> None:
     """Record the dtype and device the model really ran in (a run's numbers depend on both)."""
-    from lmforge.models import model_device
+    from lmforge.models import precision
 
-    run.log_metrics({"model.dtype": str(model.dtype).removeprefix("torch."), "model.device": str(model_device(model))})
+    run.log_metrics({f"model.{key}": value for key, value in precision(model).items()})

@@ -102,7 +102,8 @@ def compress_command(
             export_gguf(*load_model(out_dir), gguf)
             run.add_artifact("gguf", gguf)
         run.log_metrics({**{f"baseline.{k}": v for k, v in result["baseline"].items()},
-                         **{f"quantized.{k}": v for k, v in result["quantized"].items()}})
+                         **{f"quantized.{k}": v for k, v in result["quantized"].items()},
+                         **{f"model.{k}": v for k, v in result["precision"].items()}})
     regime = f"{method} int{bits} {'g' + str(group_size) if group_size else 'per-channel'} " \
              f"{'symmetric' if symmetric else 'asymmetric'}"
     print_table(f"{model}: original vs {regime}", ["metric", "original", "quantized"], comparison_rows(result))
