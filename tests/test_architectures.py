@@ -228,6 +228,7 @@ CELLS = {
     "load": cell_load, "evaluate": cell_evaluate,
     "RTN": quantize_cell(RTN(bits=4, group_size=32)), "GPTQ": quantize_cell(GPTQ(bits=4, group_size=32)),
     "AWQ": quantize_cell(AWQ(bits=4, group_size=32)), "AWQ fold": cell_awq_fold,
+    "int8 head": quantize_cell(RTN(bits=4, group_size=32, lm_head_bits=8)),
     "magnitude": prune_cell(Magnitude(0.5)), "Wanda": prune_cell(Wanda(0.5)), "SparseGPT": prune_cell(SparseGPT(0.5)),
     "2:4": prune_cell(SparseGPT(0.5, pattern="2:4")), "structured": cell_structured,
     "save/reload": cell_reload, "compressed-tensors": cell_compressed_tensors, "GGUF": cell_gguf,
