@@ -209,6 +209,9 @@ def cell_explain(model, tokenizer, ctx):
     maps = attention_maps(model, tokenizer, "Rocks are worn down by")
     assert attribution.completeness_gap < 0.05, attribution.completeness_gap
     assert len(lens.target_prob) == model.config.num_hidden_layers + 1 and maps is not None
+    ids = tokenizer("Rocks are worn down by", return_tensors="pt").input_ids
+    own = torch.softmax(logits(model, ids)[0, -1], -1)[tokenizer(" wind", add_special_tokens=False).input_ids[0]]
+    assert abs(lens.target_prob[-1] - float(own)) < 1e-4 * float(own), (lens.target_prob[-1], float(own))  # last row = the model
     return "ok"
 
 

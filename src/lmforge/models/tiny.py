@@ -85,7 +85,7 @@ TINY_ARCHITECTURES: dict[str, tuple[str, dict]] = {
     "qwen3": ("Qwen3Config", dict(num_key_value_heads=2, head_dim=16, tie_word_embeddings=True)),
     "phi3": ("Phi3Config", dict(num_key_value_heads=4)),
     "gemma2": ("Gemma2Config", dict(num_key_value_heads=2, head_dim=16, sliding_window=16, query_pre_attn_scalar=16,
-                                    final_logit_softcapping=30.0, attn_logit_softcapping=50.0)),
+                                    final_logit_softcapping=0.5, attn_logit_softcapping=1.0)),  # caps that bite at tiny scale
     "gpt2": ("GPT2Config", dict(n_embd=64, n_layer=2, n_head=4, n_inner=128)),
     "gpt_neox": ("GPTNeoXConfig", dict(use_parallel_residual=True, rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
                                                                                         "partial_rotary_factor": 0.25})),
