@@ -38,7 +38,6 @@ SEQLEN = 32
 
 # Cells that refuse, by design, with the one-line reason the message must contain.
 REFUSALS: dict[tuple[str, str], str] = {
-    ("gpt2", "structured"): "structured pruning supports llama-style blocks",
     ("gpt2", "compressed-tensors"): "compressed-tensors",
 }
 
@@ -126,7 +125,7 @@ def cell_structured(model, tokenizer, ctx):
     result = structured_prune(plain, Structured(head_fraction=0.0, mlp_fraction=0.25, reconstruct=False), calibration(tokenizer))
     layout, _ = block_layout(masked, heads=False)
     for layer, kept in zip(decoder_layers(masked), result.kept_channels):
-        weight = layer.get_submodule(layout.output).weight.data
+        weight = linear_weight(layer.get_submodule(layout.output))
         removed = sorted(set(range(weight.shape[1])) - set(kept))
         weight[:, removed] = 0
     torch.testing.assert_close(logits(plain, ctx["ids"]), logits(masked, ctx["ids"]), rtol=1e-4, atol=1e-4)
@@ -337,3 +336,11 @@ def test_a_prune_or_quantize_that_touches_nothing_is_an_error(matrix_context, mo
         prune(tiny_causal_lm("llama", vocab_size=len(tokenizer)), Magnitude(0.5))
     with pytest.raises(LmforgeError, match="nothing to quantize: no linear layers lmforge recognises"):
         quantize(tiny_causal_lm("llama", vocab_size=len(tokenizer)), RTN(bits=4, group_size=32))
+
+
+@pytest.mark.parametrize("architecture", ["phi3", "gpt2", "gpt_neox", "opt"])
+def test_head_pruning_refuses_attention_it_cannot_shrink(architecture, matrix_context):
+    tokenizer = matrix_context["tokenizer"]
+    model = tiny_causal_lm(architecture, vocab_size=len(tokenizer))
+    with pytest.raises(LmforgeError, match="no attention-head .* use --heads 0"):
+        structured_prune(model, Structured(head_fraction=0.5, mlp_fraction=0.25), calibration(tokenizer))

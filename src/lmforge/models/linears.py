@@ -23,6 +23,10 @@ def is_linear(module: nn.Module) -> bool:
     return isinstance(module, (nn.Linear, _conv1d_type()))
 
 
+def is_conv1d(module: nn.Module) -> bool:
+    return isinstance(module, _conv1d_type())
+
+
 def linear_weight(module: nn.Module) -> torch.Tensor:
     """The weight as ``[out, in]``; for ``Conv1D`` a transposed view of the stored ``[in, out]`` tensor."""
     return module.weight.data.T if isinstance(module, _conv1d_type()) else module.weight.data

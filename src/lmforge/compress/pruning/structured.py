@@ -37,6 +37,7 @@ from torch import nn
 from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, linear_input_stats
 from lmforge.compress.pruning.config import Structured
 from lmforge.errors import LmforgeError
+from lmforge.models.linears import is_conv1d, is_linear, linear_weight
 
 
 @dataclass
@@ -91,13 +92,17 @@ def refit_kept_columns(weight: torch.Tensor, hessian: torch.Tensor, kept: torch.
     return refit.to(weight.dtype)
 
 
-def _shrink_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
-    """A new linear keeping ``index`` along ``dim`` of the weight (0: outputs, 1: inputs)."""
-    weight = linear.weight.data.index_select(dim, index).clone()
+def _shrink_linear(linear: nn.Module, index: torch.Tensor, dim: int) -> nn.Module:
+    """A new linear of the same kind keeping ``index`` along ``dim`` of the ``[out, in]`` weight (0: outputs, 1: inputs)."""
+    weight = linear_weight(linear).index_select(dim, index).clone()
     out_features, in_features = weight.shape
     bias = linear.bias is not None
-    new = nn.Linear(in_features, out_features, bias=bias, dtype=weight.dtype, device=weight.device)
-    new.weight.data = weight
+    if is_conv1d(linear):  # GPT-2 stores the transpose
+        new = type(linear)(out_features, in_features).to(weight.device, weight.dtype)
+        new.weight.data = weight.T.contiguous()
+    else:
+        new = nn.Linear(in_features, out_features, bias=bias, dtype=weight.dtype, device=weight.device)
+        new.weight.data = weight
     if bias:
         new.bias.data = linear.bias.data.index_select(0, index).clone() if dim == 0 else linear.bias.data.clone()
     return new
@@ -131,6 +136,7 @@ MLP_LAYOUTS = (
     MlpLayout(("mlp.gate_up_proj",), "mlp.down_proj", blocks=2),  # phi3
     MlpLayout(("mlp.dense_h_to_4h",), "mlp.dense_4h_to_h"),  # gpt-neox
     MlpLayout(("fc1",), "fc2", config_key="ffn_dim"),  # opt
+    MlpLayout(("mlp.c_fc",), "mlp.c_proj", config_key="n_inner"),  # gpt2 (Conv1D; n_inner None means 4 × hidden)
 )
 _HEAD_LINEARS = ("self_attn.q_proj", "self_attn.o_proj")
 
@@ -152,13 +158,13 @@ def _replace(layer: nn.Module, name: str, module: nn.Module) -> None:
 def block_layout(model, heads: bool) -> tuple[MlpLayout, bool]:
     """The model's MLP layout and whether its attention heads can be pruned; a one-line refusal for blocks
     structured pruning cannot shrink (or heads asked of an attention it cannot shrink)."""
-    names = {name for name, module in decoder_layers(model)[0].named_modules() if isinstance(module, nn.Linear)}
+    names = {name for name, module in decoder_layers(model)[0].named_modules() if is_linear(module)}
     layout = next((lay for lay in MLP_LAYOUTS if {*lay.inputs, lay.output} <= names), None)
     llama_heads = set(_HEAD_LINEARS) <= names
     if layout is None or (heads and not llama_heads):
         what = "MLP" if layout is None else "attention-head (it needs separate self_attn.q_proj and o_proj; use --heads 0)"
         raise LmforgeError(
-            f"structured pruning supports llama-style blocks and the MLPs of phi3, gpt-neox and opt; "
+            f"structured pruning supports llama-style blocks and the MLPs of phi3, gpt2, gpt-neox and opt; "
             f"{type(model).__name__} has no {what} layout it can shrink: use unstructured or N:M pruning (lmforge prune --method wanda)"
         )
     return layout, llama_heads
@@ -180,14 +186,14 @@ def structured_prune(
     kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     keep_per_group = (heads // kv_heads) - int((heads // kv_heads) * config.head_fraction)
-    width = getattr(cfg, layout.config_key)
+    width = getattr(cfg, layout.config_key) or 4 * cfg.hidden_size
     keep_channels = width - int(width * config.mlp_fraction)
     result = StructuredResult(parameters_before=sum(p.numel() for p in model.parameters()))
     refits = [layout.output, *(["self_attn.o_proj"] if prune_heads else [])]
 
     def process(index: int, layer: nn.Module, inputs: LayerInputs) -> None:
         stats = linear_input_stats(layer, inputs, refits, hessian=True)
-        weights = {name: layer.get_submodule(name).weight.data for name in refits}  # before shrinking, for the refit
+        weights = {name: linear_weight(layer.get_submodule(name)) for name in refits}  # [out, in], before shrinking
         kept = {}
         if prune_heads:
             scores = head_importance(stats["self_attn.o_proj"].hessian, weights["self_attn.o_proj"], head_dim)
@@ -202,7 +208,9 @@ def structured_prune(
         if config.reconstruct:
             for name, columns in kept.items():
                 hessian = stats[name].sink_weighted_hessian(config.sink_share)
-                layer.get_submodule(name).weight.data = refit_kept_columns(weights[name], hessian, columns, config.damp)
+                refit = refit_kept_columns(weights[name], hessian, columns, config.damp)
+                module = layer.get_submodule(name)
+                module.weight.data = refit.T.contiguous() if is_conv1d(module) else refit
         result.kept_channels.append(kept_channels)
 
     layerwise(model, calibration, process, batch_size=batch_size, progress=progress)
