@@ -151,3 +151,32 @@ def test_quantized_and_2_4_models_run_on_cuda_like_on_cpu():
         dense = sparse.to("cuda", torch.float16)(ids.to("cuda")).logits
         assert semi_structured_on_cuda(sparse) > 0
         torch.testing.assert_close(sparse(ids.to("cuda")).logits, dense, rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_every_architecture_compresses_in_half_precision_like_in_float32(dtype):
+    """GPTQ, AWQ, SparseGPT and structured pruning on a half-precision model (statistics in float32) land within a
+    few percent of the same compression done in float32, for every architecture."""
+    from lmforge.compress import AWQ, SparseGPT, Structured, prune, structured_prune
+    from lmforge.data import corpus_from_texts
+    from lmforge.evaluate import perplexity
+    from lmforge.models import tiny_tokenizer
+    from lmforge.models.tiny import TINY_ARCHITECTURES, tiny_causal_lm
+
+    tokenizer = tiny_tokenizer([TEXT])
+    calibration = tokenizer(TEXT, return_tensors="pt").input_ids[0, :128].reshape(4, 32)
+    corpus = corpus_from_texts([TEXT])
+    steps = {"gptq": lambda m: quantize(m, GPTQ(bits=4, group_size=32), calibration),
+             "awq": lambda m: quantize(m, AWQ(bits=4, group_size=32), calibration),
+             "sparsegpt": lambda m: prune(m, SparseGPT(0.5), calibration),
+             "structured": lambda m: structured_prune(m, Structured(0.0, 0.25), calibration)}
+    for architecture in TINY_ARCHITECTURES:
+        for name, step in steps.items():
+            ppl = {}
+            for precision in (torch.float32, dtype):
+                model = tiny_causal_lm(architecture, vocab_size=len(tokenizer)).to(precision)
+                step(model)
+                assert model.dtype == precision
+                ppl[precision] = perplexity(model, tokenizer, corpus, seqlen=32, limit=2).ppl
+            assert abs(ppl[dtype] / ppl[torch.float32] - 1) < 0.03, (architecture, name, ppl)
