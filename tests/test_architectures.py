@@ -61,7 +61,7 @@ def assert_same_model(model, twin, tokenizer, ids) -> str:
     assert abs(a - b) <= 1e-4 * b, (a, b)
     torch.testing.assert_close(logits(model, ids), logits(twin, ids), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(logits(model, ids[:1, :8]), logits(twin, ids[:1, :8]), rtol=1e-4, atol=1e-4)  # packed kernel
-    return f"ppl {a:.1f} = twin"
+    return "ok"  # no number: perplexities move in the last digit between runs, the table must not
 
 
 # ---- cells: each takes (model, tokenizer, ctx) on a fresh copy and returns a short note ------------------------
