@@ -70,6 +70,33 @@ def tiny_folder(tiny, tmp_path_factory) -> Path:
     return save_model(model, tokenizer, tmp_path_factory.mktemp("models") / "tiny")
 
 
+def _dequantized_twin(model):
+    """A copy of a quantized model with every QuantLinear replaced by an nn.Linear holding its dequantized weight
+    (divided by an unfolded activation-aware input scale): the dense model the packed one must equal."""
+    import copy
+
+    from lmforge.compress import QuantLinear
+
+    twin = copy.deepcopy(model)
+    for name, module in list(twin.named_modules()):
+        if isinstance(module, QuantLinear):
+            weight = module.dequantize()
+            if module.input_scale is not None:
+                weight = weight / module.input_scale
+            dense = torch.nn.Linear(module.in_features, module.out_features, bias=module.bias is not None)
+            dense.weight.data.copy_(weight)
+            if module.bias is not None:
+                dense.bias.data.copy_(module.bias)
+            parent, _, leaf = name.rpartition(".")
+            setattr(twin.get_submodule(parent) if parent else twin, leaf, dense)
+    return twin
+
+
+@pytest.fixture(scope="session")
+def dequantized_twin():
+    return _dequantized_twin
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     from lmforge.paths import data_dir
@@ -83,3 +110,13 @@ def smollm2():
     from lmforge.models import load_model
 
     return load_model("smollm2-135m-instruct-q4_1")  # the zoo entry that works offline
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``cuda`` run where torch sees a GPU and are counted as skipped elsewhere."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU (none visible to torch)")
+    for item in items:
+        if "cuda" in item.keywords:
+            item.add_marker(skip)

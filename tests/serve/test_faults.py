@@ -6,7 +6,6 @@ import threading
 import time
 
 import httpx
-import openai
 import pytest
 from typer.testing import CliRunner
 

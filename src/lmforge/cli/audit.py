@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lmforge.audit.bias import sentiment_available, sentiment_scorer
 from lmforge.cli.audit_tables import print_comparison, print_report
-from lmforge.cli.common import console, err_console, save_json
+from lmforge.cli.common import console, device_option, dtype_option, err_console, record_precision, save_json
 from lmforge.data import read_documents
 from lmforge.errors import LmforgeError
 from lmforge.io import write_json
@@ -62,6 +62,8 @@ def audit_command(
     json_out: str = typer.Option(None, "--json", help="write the full report to this JSON file"),
     data_dir: str = typer.Option(None, help="folder with the named data sets (default ../shared/data)"),
     trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
+    dtype: str = dtype_option(),
+    device: str = device_option(),
 ) -> dict[str, Any]:
     """Audit bias, privacy, robustness and misuse; with --compare, show the other model's deltas."""
     suites = parse_suites(suite)
@@ -79,7 +81,7 @@ def audit_command(
     nonmember_texts = list(read_documents(nonmembers, text_field)) if nonmembers else None
     options = dict(limit=limit, batch_size=batch_size, resamples=resamples, seed=seed, sentiment=sentiment,
                    members=member_texts, nonmembers=nonmember_texts, canaries=_canaries(canary), data=data_dir)
-    config = {"model": model, "compare": compare, "suites": suites, **{k: v for k, v in options.items()
+    config = {"model": model, "compare": compare, "suites": suites, "dtype": dtype, "device": device, **{k: v for k, v in options.items()
                                                                       if k not in {"members", "nonmembers"}}}
     inputs = {name: model_input(name) for name in filter(None, [model, compare])}
     inputs.update({k: v for k, v in {"members": members, "nonmembers": nonmembers}.items() if v})
@@ -89,7 +91,8 @@ def audit_command(
             run.log_metrics(headline(result, prefix="" if name == model else "compare."))
 
         reports = audit_models(list(filter(None, [model, compare])), suites, trust_remote_code=trust_remote_code,
-                               progress=section_progress, on_report=report, **options)
+                               dtype=dtype, device=device, progress=section_progress,
+                               on_loaded=lambda loaded: record_precision(run, loaded), on_report=report, **options)
         result: dict[str, Any] = {"model": model, "run_id": run.id, "report": reports[model]}
         if compare:
             result |= {"compare": compare, "compare_report": reports[compare],

@@ -79,3 +79,24 @@ def set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def dtype_option():
+    """``--dtype``, the same on every command that loads a model."""
+    import typer
+
+    return typer.Option("float32", "--dtype", help="weights in: auto (the checkpoint's own dtype) | float32 | bfloat16 | float16")
+
+
+def device_option():
+    """``--device``, the same on every command that loads a model."""
+    import typer
+
+    return typer.Option("auto", "--device", help="run on: auto (cuda when a GPU is visible) | cpu | cuda")
+
+
+def record_precision(run, model) -> None:
+    """Record the dtype and device the model really ran in (a run's numbers depend on both)."""
+    from lmforge.models import precision
+
+    run.log_metrics({f"model.{key}": value for key, value in precision(model).items()})

@@ -6,7 +6,7 @@ from typing import Any
 
 import typer
 
-from lmforge.cli.common import console, human_bytes, print_table, progress_bar, save_json
+from lmforge.cli.common import console, device_option, dtype_option, human_bytes, print_table, progress_bar, save_json
 from lmforge.compress.quantization.config import METHODS
 from lmforge.errors import LmforgeError
 from lmforge.runs import record_run
@@ -63,6 +63,8 @@ def compress_command(
                                            help="also export to this folder in compressed-tensors format (transformers, vLLM)"),
     gguf: str = typer.Option(None, "--gguf", help="also export to this .gguf file for llama.cpp (int4 or int8, group size a multiple of 32)"),
     json_out: str = typer.Option(None, "--json", help="also write the comparison as JSON"),
+    dtype: str = dtype_option(),
+    device: str = device_option(),
 ) -> dict[str, Any]:
     """Quantize a model (RTN, GPTQ or activation-aware), save it packed, and print before/after."""
     from lmforge.workflows.compress import compress_and_compare
@@ -83,14 +85,14 @@ def compress_command(
     if share_embeddings and (gguf or compressed_tensors):
         raise LmforgeError("--share-embeddings cannot be exported (--gguf, --compressed-tensors): drop one or the other")
     settings = {"model": model, **config.to_dict(), "calib": calib, "calib_samples": calib_samples, "seqlen": seqlen,
-                "seed": seed, "eval_windows": eval_windows, "arc_limit": arc_limit}
+                "seed": seed, "eval_windows": eval_windows, "arc_limit": arc_limit, "dtype": dtype, "device": device}
     with record_run("compress", config=settings, inputs={"model": model_input(model)}) as run:
         out_dir = out or run.artifacts_dir / "model"
         with progress_bar("quantizing layers", None) as advance:
             result = compress_and_compare(
                 model, config, calib=calib, calib_samples=calib_samples, seqlen=seqlen, seed=seed, out_dir=out_dir,
                 eval_windows=eval_windows or None, arc_limit=arc_limit or None, speed_tokens=speed_tokens,
-                threads=threads, progress=advance, say=lambda text: console.print(text, style="dim"),
+                threads=threads, progress=advance, say=lambda text: console.print(text, style="dim"), dtype=dtype, device=device,
             )
         run.add_artifact("model", out_dir)
         if compressed_tensors:
@@ -100,7 +102,8 @@ def compress_command(
             export_gguf(*load_model(out_dir), gguf)
             run.add_artifact("gguf", gguf)
         run.log_metrics({**{f"baseline.{k}": v for k, v in result["baseline"].items()},
-                         **{f"quantized.{k}": v for k, v in result["quantized"].items()}})
+                         **{f"quantized.{k}": v for k, v in result["quantized"].items()},
+                         **{f"model.{k}": v for k, v in result["precision"].items()}})
     regime = f"{method} int{bits} {'g' + str(group_size) if group_size else 'per-channel'} " \
              f"{'symmetric' if symmetric else 'asymmetric'}"
     print_table(f"{model}: original vs {regime}", ["metric", "original", "quantized"], comparison_rows(result))

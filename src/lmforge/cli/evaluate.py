@@ -6,8 +6,9 @@ from typing import Any
 
 import typer
 
-from lmforge.cli.common import console, human_bytes, print_table, progress_bar, save_json
+from lmforge.cli.common import console, device_option, dtype_option, human_bytes, print_table, progress_bar, record_precision, save_json
 from lmforge.cli.evaluate_tasks import print_task_file
+from lmforge.compress.storage.sparse import semi_structured_on_cuda
 from lmforge.errors import LmforgeError
 from lmforge.evaluate import PROTOCOLS
 from lmforge.evaluate.tasks import EvalSettings, is_task_file, write_samples
@@ -67,6 +68,8 @@ def eval_command(
     log_samples: str = typer.Option(None, help="lm-eval tasks: write every document's prompt, answers and scores (JSONL)"),
     trust_task_code: bool = typer.Option(False, help="lm-eval tasks: allow !function hooks in task files (runs their code)"),
     cache: bool = typer.Option(False, help="lm-eval tasks: reuse answers cached for this exact model, task and settings"),
+    dtype: str = dtype_option(),
+    device: str = device_option(),
 ) -> dict[str, dict[str, Any]]:
     """Evaluate a model: perplexity (windows / rolling / sliding), lm-eval task files, speed and memory."""
     if limit is not None and limit < 1:
@@ -76,11 +79,14 @@ def eval_command(
         if not is_task_file(name, include_path):
             check_task(name)
     config = {"model": model, "tasks": tasks, "protocol": protocol, "seqlen": seqlen, "stride": stride,
-              "limit": limit, "batch_size": batch_size}
+              "limit": limit, "batch_size": batch_size, "dtype": dtype, "device": device}
     inputs = {"model": model_input(model)}
     with record_run("eval", config=config, inputs=inputs) as run:
         with console.status(f"loading {model}"):
-            loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
+            loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+        record_precision(run, loaded)
+        if sparse := semi_structured_on_cuda(loaded):
+            console.print(f"{sparse} 2:4-sparse linears run as semi-structured sparse tensors on the GPU")
         results, task_results = {}, []
         settings = EvalSettings(num_fewshot=num_fewshot, limit=limit, apply_chat_template=apply_chat_template,
                                 system_prompt=system_prompt, batch_size=batch_size, trust_task_code=trust_task_code,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lmforge.cli.common import console, print_table, save_json
+from lmforge.cli.common import console, device_option, dtype_option, print_table, record_precision, save_json
 from lmforge.errors import LmforgeError
 from lmforge.explain import METHODS, explain, render_html
 from lmforge.explain.attributions import BASELINES
@@ -29,16 +29,19 @@ def explain_command(
     html: str = typer.Option(None, help="write the self-contained HTML view here"),
     json_out: str = typer.Option(None, "--json", help="write the explanation as JSON here"),
     trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
+    dtype: str = dtype_option(),
+    device: str = device_option(),
 ) -> None:
     """Why does MODEL continue TEXT with TARGET? Attributions, logit lens and attention, as tables, JSON and HTML."""
     methods = tuple(m.strip() for m in method.split(",") if m.strip())
     if not methods or (unknown := [m for m in methods if m not in METHODS]):
         raise LmforgeError(f"unknown --method {', '.join(unknown) if methods else '(none)'}; use {', '.join(METHODS)}")
     config = {"model": model, "text": text, "target": target, "methods": methods, "steps": steps, "baseline": baseline,
-              "top_k": top_k, "attention": attention}
+              "top_k": top_k, "attention": attention, "dtype": dtype, "device": device}
     with record_run("explain", config=config, inputs={"model": model_input(model)}) as run:
         with console.status(f"loading {model}"):
-            loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
+            loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+        record_precision(run, loaded)
         with console.status("explaining"):
             report = explain(loaded, tokenizer, text, target, methods, steps=steps, baseline=baseline, top_k=top_k,
                              attention=attention)

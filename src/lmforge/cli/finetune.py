@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import console, energy_rows, print_table, save_json, set_threads
+from lmforge.cli.common import console, device_option, dtype_option, energy_rows, print_table, record_precision, save_json, set_threads
 from lmforge.runs import record_run
 
 
@@ -29,7 +29,7 @@ def finetune_command(
     lr: float = typer.Option(1e-3),
     rank: int = typer.Option(8, help="LoRA rank"),
     alpha: int = typer.Option(16, help="LoRA alpha"),
-    target_modules: str = typer.Option("q_proj,k_proj,v_proj,o_proj", help="comma-separated module names to adapt"),
+    target_modules: str = typer.Option("", help="comma-separated module names to adapt (default: every attention linear)"),
     merge: bool = typer.Option(False, "--merge/--keep-adapters", help="merge the adapters into the weights"),
     ood_windows: int = typer.Option(8, help="WikiText-2 windows for the out-of-domain loss"),
     ood_seqlen: int = typer.Option(512),
@@ -38,6 +38,8 @@ def finetune_command(
     threads: int = typer.Option(None, help="torch intra-op threads"),
     trust_remote_code: bool = typer.Option(False),
     json_out: str = typer.Option(None, "--json", help="also write the metrics and the forgetting report as JSON"),
+    dtype: str = dtype_option(),
+    device: str = device_option(),
 ) -> None:
     """LoRA fine-tune a causal LM and report what it learned in-domain and forgot out-of-domain."""
     from dataclasses import asdict
@@ -53,9 +55,10 @@ def finetune_command(
                          target_modules=[m.strip() for m in target_modules.split(",") if m.strip()], merge=merge,
                          ood_windows=ood_windows, ood_seqlen=ood_seqlen, max_eval_examples=max_eval_examples)
     cfg.validate()
-    with record_run("finetune", config={"model": model, **asdict(cfg)}, inputs={"model": model_input(model), "data": data}) as run:
+    with record_run("finetune", config={"model": model, **asdict(cfg), "dtype": dtype, "device": device}, inputs={"model": model_input(model), "data": data}) as run:
         out_dir = out or run.artifacts_dir / ("model" if merge else "adapters")
-        result = finetune_model(model, cfg, out_dir, trust_remote_code=trust_remote_code, log=console.print)
+        result = finetune_model(model, cfg, out_dir, trust_remote_code=trust_remote_code, dtype=dtype, device=device,
+                                on_loaded=lambda loaded: record_precision(run, loaded), log=console.print)
         run.log_metrics(result.metrics())
         run.add_artifact("model" if merge else "adapters", out_dir)
     report = result.forgetting

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lmforge.cli.common import console, human_bytes, print_mapping, print_table, save_json
+from lmforge.cli.common import console, device_option, dtype_option, human_bytes, print_mapping, print_table, save_json
 from lmforge.models import ZOO, load_model, model_info, pull, read_metadata, resolve_source, zoo_path
 from lmforge.runs import record_run
 
@@ -45,12 +45,18 @@ def info_command(
     model: str = typer.Argument(..., help="zoo name, HF folder, .gguf file or hub id"),
     json_out: str = typer.Option(None, "--json", help="also write the info as JSON"),
     trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
+    dtype: str = dtype_option(),
+    device: str = device_option(),
 ) -> None:
-    """Architecture, parameter count, bytes by dtype, context length."""
+    """Architecture, parameter count, bytes by dtype, context length, how quantized linears run."""
+    from lmforge.compress.storage.qlinear import execution_path
+
     kind, where = resolve_source(model)
-    loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
+    loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
     folder = zoo_path(model) if kind == "zoo" else (where if kind in {"folder", "gguf"} else None)
     info = model_info(loaded, tokenizer, folder)
+    if path := execution_path(loaded):
+        info["quantized_linears"] = path
     meta = read_metadata(folder) if kind in {"zoo", "folder"} else {}
     shown = {**info, "bytes_by_dtype": {k: human_bytes(v) for k, v in info["bytes_by_dtype"].items()},
              "model_bytes": human_bytes(info["model_bytes"]), "disk_bytes": human_bytes(info["disk_bytes"])}

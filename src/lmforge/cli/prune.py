@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import human_bytes, print_table, progress_bar, save_json
+from lmforge.cli.common import device_option, dtype_option, human_bytes, print_table, progress_bar, record_precision, save_json
 from lmforge.runs import record_run
 
 
@@ -32,6 +32,8 @@ def prune_command(
     quantize_bits: int = typer.Option(None, "--quantize-bits", help="then quantize the survivors (RTN, symmetric), e.g. 4"),
     group_size: int = typer.Option(64, help="group size for --quantize-bits"),
     json_out: Path = typer.Option(None, "--json", help="also write the summary as JSON"),
+    dtype: str = dtype_option(),
+    device: str = device_option(),
 ) -> None:
     """Prune a model (unstructured, N:M or structured) and save it; sparse weights are stored as bitmask + values."""
     from lmforge.compress import config_from_dict
@@ -41,14 +43,15 @@ def prune_command(
     extra = {"sink_share": sink_share} if method in {"sparsegpt", "structured"} else {}
     settings = {"method": method, "sparsity": sparsity, "pattern": pattern, "heads": heads, "mlp": mlp,
                 "reconstruct": reconstruct, "calib": calib,
-                "samples": samples, "seqlen": seqlen, "quantize_bits": quantize_bits, "group_size": group_size, **extra}
+                "samples": samples, "seqlen": seqlen, "quantize_bits": quantize_bits, "group_size": group_size, "dtype": dtype, "device": device, **extra}
     if method == "structured":
         config = config_from_dict({"method": method, "head_fraction": heads, "mlp_fraction": mlp,
                                    "reconstruct": reconstruct, **extra})
     else:
         config = config_from_dict({"method": method, "sparsity": sparsity, "pattern": pattern, **extra})
     with record_run("prune", config=settings, inputs={"model": model_input(model)}) as run:
-        loaded, tokenizer = load_model(model)
+        loaded, tokenizer = load_model(model, dtype=dtype, device=device)
+        record_precision(run, loaded)
         calib_tokens = calibration(tokenizer, calib, samples, seqlen) if config.needs_calibration else None
         with progress_bar(f"pruning ({method})", total=loaded.config.num_hidden_layers) as advance:
             summary = prune_model(loaded, config, calib_tokens, quantize_bits=quantize_bits, group_size=group_size,

@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from lmforge.cli.common import console
+from lmforge.cli.common import console, device_option, dtype_option
 
 
 def register(app: typer.Typer) -> None:
@@ -34,6 +34,8 @@ def serve_command(
     max_queued: int = typer.Option(64, help="sequences waiting for a slot; beyond that 503 + Retry-After"),
     max_batch_tokens: int = typer.Option(None, help="bound on running sequences × their longest length (KV memory)"),
     trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
+    dtype: str = dtype_option(),
+    device: str = device_option(),
 ) -> None:
     """Serve MODEL on /v1/completions, /v1/chat/completions (streaming too) and /v1/models."""
     from lmforge.runs import record_run
@@ -53,8 +55,9 @@ def serve_command(
     check_port(port)
     check_bind(host, keys)
     recorded = {k: v for k, v in config.__dict__.items() if k != "api_keys"} | {"api_keys": len(keys), "host": host,
-                                                                               "port": port}
+                                                                               "port": port, "dtype": dtype, "device": device}
     with record_run("serve", config=recorded, inputs={"model": model}, measure_energy=False) as run:
         if config.usage_log:
             run.add_artifact("usage_log", config.usage_log)
-        serve(model, host=host, port=port, config=config, trust_remote_code=trust_remote_code, progress=console.print)
+        serve(model, host=host, port=port, config=config, trust_remote_code=trust_remote_code, progress=console.print,
+              dtype=dtype, device=device)

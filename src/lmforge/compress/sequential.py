@@ -22,7 +22,7 @@ API
     ``inputs.hidden`` (list of ``[b, seqlen, hidden]`` tensors, one per batch) and
     ``inputs.kwargs`` (one dict per batch, pass as ``layer(hidden, **kwargs)``).
 ``linear_groups(layer, inputs, true_sequential=True) -> list[list[str]]``
-    The layer's ``nn.Linear`` names in execution order, grouped by shared input
+    The layer's linear names (``nn.Linear``, GPT-2's ``Conv1D``) in execution order, grouped by shared input
     (llama: [q, k, v], [o], [gate, up], [down]). With ``true_sequential=False``: one group.
     Compress group by group and recompute statistics after each group, so later
     groups see the errors of earlier ones (GPTQ's "true sequential").
@@ -44,6 +44,7 @@ from torch import nn
 
 from lmforge.errors import LmforgeError
 from lmforge.models.info import model_device
+from lmforge.models.linears import is_linear
 
 # Keyword arguments of a decoder layer that only make sense for generation with a cache.
 _DROP_KWARGS = ("past_key_values", "past_key_value", "use_cache", "output_attentions")
@@ -237,7 +238,8 @@ def _in_one_block(inputs: LayerInputs) -> LayerInputs:
 
 
 def linear_names(layer: nn.Module) -> list[str]:
-    return [name for name, module in layer.named_modules() if isinstance(module, nn.Linear)]
+    """Names of the layer's linears: ``nn.Linear`` and GPT-2's ``Conv1D`` (see ``models.linears``)."""
+    return [name for name, module in layer.named_modules() if is_linear(module)]
 
 
 @torch.no_grad()

@@ -36,10 +36,18 @@ class Anatomy:
     layers: nn.ModuleList
     final_norm: nn.Module
     unembed: nn.Module
+    project_out: nn.Module | None = None  # OPT-350m style: hidden → embedding width before the head
+    softcap: float | None = None  # Gemma 2: logits = cap · tanh(logits / cap)
 
     def logits_from_residual(self, residual: torch.Tensor) -> torch.Tensor:
-        """Read a residual-stream state as the model's last layer would: final norm, then the LM head."""
-        return self.unembed(self.final_norm(residual))
+        """Read a residual-stream state as the model's last layer would: final norm, (projection,) LM head, (soft cap)."""
+        hidden = self.final_norm(residual)
+        if self.project_out is not None:
+            hidden = self.project_out(hidden)
+        logits = self.unembed(hidden)
+        if self.softcap:
+            logits = torch.tanh(logits / self.softcap) * self.softcap
+        return logits
 
 
 def anatomy(model: nn.Module) -> Anatomy:
@@ -51,7 +59,9 @@ def anatomy(model: nn.Module) -> Anatomy:
             f"cannot find the decoder blocks / final norm / LM head of {type(model).__name__}; "
             "the logit lens supports llama, mistral, qwen, gpt2, gpt-neox and opt style models"
         )
-    return Anatomy(layers, norm, unembed)
+    config = getattr(model, "config", None)
+    return Anatomy(layers, norm, unembed, project_out=_get(model, "model.decoder.project_out"),
+                   softcap=getattr(config, "final_logit_softcapping", None))
 
 
 def token_strings(tokenizer, ids: list[int]) -> list[str]:

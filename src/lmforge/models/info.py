@@ -65,5 +65,10 @@ def model_info(model, tokenizer=None, folder: str | Path | None = None) -> dict[
     }
 
 
+def precision(model: torch.nn.Module) -> dict[str, str]:
+    """The dtype and device a model's weights are in, as runs record them: ``{"dtype": "bfloat16", "device": "cpu"}``."""
+    return {"dtype": str(model.dtype).removeprefix("torch."), "device": str(model_device(model))}
+
+
 def context_length(model) -> int | None:
     return getattr(model.config, "max_position_embeddings", None)

@@ -74,6 +74,12 @@ def register_artifact_loader(matches: Callable[[dict], bool], load: Callable[[Pa
     ARTIFACT_LOADERS.append((matches, load))
 
 
+def _checkpoint_dtype(folder: Path) -> torch.dtype:
+    """The dtype config.json records for the weights (float32 when it records none)."""
+    config = json.loads((folder / "config.json").read_text())
+    return DTYPES.get(str(config.get("dtype") or config.get("torch_dtype") or "float32"), torch.float32)
+
+
 def _load_hf_folder(folder: Path, dtype: torch.dtype | None, trust_remote_code: bool, device: str | None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -85,7 +91,7 @@ def _load_hf_folder(folder: Path, dtype: torch.dtype | None, trust_remote_code: 
         metadata = read_metadata(folder)
         loader = next((load for matches, load in ARTIFACT_LOADERS if matches(metadata)), None)
         if loader is not None:  # a folder of lmforge's own compressed weights (packed low-bit, bitmask sparse)
-            model = loader(folder, dtype)
+            model = loader(folder, _checkpoint_dtype(folder) if dtype == "auto" else dtype)
         else:
             model = AutoModelForCausalLM.from_pretrained(
                 folder, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, local_files_only=True
@@ -155,19 +161,48 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
     raise LmforgeError(f"model not found: '{text}' is not a folder, a .gguf file, a hub id or a zoo name ({', '.join(ZOO)})")
 
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype | str | None:
+    """'auto' (the checkpoint's own dtype), 'float32' | 'bfloat16' | 'float16', a torch dtype, or None (float32)."""
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    if dtype not in DTYPES:
+        raise LmforgeError(f"unknown dtype '{dtype}'; use auto, {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+def resolve_device(device: str | None) -> str | None:
+    """'auto' → 'cuda' when a GPU is visible, else 'cpu'; 'cuda' without a GPU is a one-line error."""
+    if device is None:
+        return None
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.split(":")[0] not in DEVICES:
+        raise LmforgeError(f"unknown device '{device}'; use {' | '.join(DEVICES)}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise LmforgeError(f"--device {device}: no CUDA GPU is visible to torch {torch.__version__}; use --device cpu")
+    return device
+
+
 def load_model(
     source: str | os.PathLike,
     *,
-    dtype: torch.dtype | None = None,
+    dtype: str | torch.dtype | None = None,
     trust_remote_code: bool = False,
     device: str | None = None,
 ):
     """Load ``(model, tokenizer)`` from a zoo name, a local HF folder, a GGUF file or a hub id.
 
+    ``dtype``: 'auto' keeps the checkpoint's dtype (bf16/fp16 checkpoints stay half precision),
+    'float32' | 'bfloat16' | 'float16' casts, None is float32. ``device``: 'auto' | 'cpu' | 'cuda'.
     Zoo models are pulled into the user cache on first use. ``trust_remote_code``
     stays off unless asked: custom model code runs with the user's rights.
     """
     _quiet_transformers()
+    dtype, device = resolve_dtype(dtype), resolve_device(device)
     kind, where = resolve_source(source)
     if kind == "zoo":
         return _load_hf_folder(pull(str(where)), dtype, trust_remote_code, device)

@@ -48,7 +48,7 @@ def check_bind(host: str, api_keys) -> None:
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None,
-          trust_remote_code: bool = False, progress=print) -> None:
+          trust_remote_code: bool = False, progress=print, dtype: str | None = None, device: str | None = None) -> None:
     """Load ``model`` (zoo name, HF folder, .gguf, hub id; compressed lmforge folders too) and serve it until stopped."""
     import uvicorn
 
@@ -58,7 +58,7 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, config: ServeCo
     config.check()
     check_port(port)
     check_bind(host, config.api_keys)
-    loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
+    loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
     progress(f"serving {model} as '{config.model_name}' on http://{host}:{port}/v1 "
              f"(API keys: {len(config.api_keys) or 'none'}; Ctrl-C stops)")
     uvicorn.run(create_app(loaded, tokenizer, config), host=host, port=port, log_level="warning")

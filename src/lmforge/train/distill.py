@@ -25,6 +25,7 @@ from torch import nn
 from lmforge.data import Corpus
 from lmforge.data.calibration import tokenize_corpus
 from lmforge.errors import LmforgeError
+from lmforge.models.linears import is_linear
 from lmforge.train.pretrain import optimizer_for, warmup_cosine
 
 
@@ -94,7 +95,7 @@ def sparsity_masks(model: nn.Module) -> dict[nn.Parameter, torch.Tensor]:
     """Keep-masks of the linear weights that contain exact zeros (a pruned model's pattern)."""
     masks = {}
     for module in model.modules():
-        if isinstance(module, nn.Linear) and (module.weight == 0).any():
+        if is_linear(module) and (module.weight == 0).any():
             masks[module.weight] = module.weight != 0
     return masks
 

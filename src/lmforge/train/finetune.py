@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from lmforge.data import load_corpus
+from lmforge.models.linears import attention_linear_names
 from lmforge.errors import LmforgeError
 from lmforge.train.data import tokenize_documents
 from lmforge.train.pretrain import warmup_cosine
@@ -44,7 +45,7 @@ class FinetuneConfig:
     rank: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: list[str] = field(default_factory=list)  # empty: every attention linear of the architecture
     epochs: int = 1
     max_steps: int | None = None
     batch_size: int = 8
@@ -266,7 +267,7 @@ def finetune(
 
     torch.manual_seed(config.seed)
     lora = LoraConfig(r=config.rank, lora_alpha=config.alpha, lora_dropout=config.dropout,
-                      target_modules=config.target_modules, task_type="CAUSAL_LM")
+                      target_modules=config.target_modules or attention_linear_names(model), task_type="CAUSAL_LM")
     try:
         with warnings.catch_warnings():  # peft calls a transformers method deprecated in 5.x
             warnings.filterwarnings("ignore", category=FutureWarning)

@@ -156,13 +156,17 @@ def headline(report: dict[str, Any], prefix: str = "") -> dict[str, float]:
 
 
 def audit_models(models: Sequence[str], suites: Sequence[str], *, trust_remote_code: bool = False,
+                 dtype: str | None = None, device: str | None = None,
                  progress: Callable[[], "contextlib.AbstractContextManager"] | None = None,
+                 on_loaded: Callable[[Any], None] | None = None,
                  on_report: Callable[[str, dict[str, Any]], None] | None = None, **options) -> dict[str, dict[str, Any]]:
     """Audit each model in turn (one in memory at a time) with the same ``options``; ``on_report(name, report)``
     as each finishes. With two models the result also holds ``comparison``: the second's deltas from the first."""
     reports: dict[str, dict[str, Any]] = {}
     for name in models:
-        loaded, tokenizer = load_model(name, trust_remote_code=trust_remote_code)
+        loaded, tokenizer = load_model(name, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+        if on_loaded:
+            on_loaded(loaded)
         with (progress() if progress else contextlib.nullcontext()) as section:
             reports[name] = audit(loaded, tokenizer, suites, progress=section, **options)
         del loaded

@@ -75,16 +75,18 @@ def compress_and_compare(
     threads: int = 2,
     progress: Callable[[int], None] | None = None,
     say: Callable[[str], None] = lambda _: None,
+    dtype: str | None = None,
+    device: str | None = None,
 ) -> dict[str, Any]:
-    """Load ``model_source``, measure it, quantize it with ``config``, save it to ``out_dir``, measure again.
+    """Load ``model_source`` (in ``dtype``, on ``device``: see ``load_model``), measure it, quantize it with ``config``, save it to ``out_dir``, measure again.
 
     Returns ``{"baseline": row, "quantized": row, "report": QuantReport dict, "out_dir": str}``.
     """
     from lmforge.data import calibration_batches, load_corpus
     from lmforge.evaluate import peak_rss_bytes, reset_peak_rss
-    from lmforge.models import load_model, read_metadata, resolve_source
+    from lmforge.models import load_model, precision, read_metadata, resolve_source
 
-    model, tokenizer = load_model(model_source)
+    model, tokenizer = load_model(model_source, dtype=dtype, device=device)
     kind, where = resolve_source(model_source)
     source_folder = None
     if kind == "zoo":
@@ -119,6 +121,6 @@ def compress_and_compare(
     held, full = quantized_part_ram(model)
     quantized.update(compress_seconds=seconds, peak_rss_bytes=peak, quantized_layers_bytes=held,
                      quantized_layers_fp32_bytes=full)
-    return {"baseline": baseline, "quantized": quantized, "report": report.to_dict(),
+    return {"baseline": baseline, "quantized": quantized, "report": report.to_dict(), "precision": precision(model),
             "out_dir": str(out_dir) if out_dir else None,
             "source_quantization": source_meta.get("source_quantization")}

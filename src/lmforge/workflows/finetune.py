@@ -24,7 +24,10 @@ def out_of_domain_loss(tokenizer, config: FinetuneConfig) -> Callable[..., float
 
 
 def finetune_model(model: str, config: FinetuneConfig, out_dir: str | os.PathLike, *, trust_remote_code: bool = False,
+                   dtype: str | None = None, device: str | None = None, on_loaded: Callable | None = None,
                    log: Callable[[str], None] | None = print) -> FinetuneResult:
     """Load ``model``, LoRA-tune it on ``config.data`` with the forgetting report, save under ``out_dir``."""
-    loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code)
+    loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+    if on_loaded:
+        on_loaded(loaded)
     return finetune(loaded, tokenizer, config, out_dir, out_of_domain_loss=out_of_domain_loss(tokenizer, config), log=log)

@@ -55,9 +55,22 @@ def unquantized_tensors(model, quantized: dict[str, QuantLinear]) -> Iterator[tu
         yield key, tensor.detach()
 
 
+def _refuse_transposed_layers(model, quantized: dict[str, QuantLinear]) -> None:
+    """compressed-tensors replaces ``nn.Linear`` modules only: a quantized GPT-2 ``Conv1D`` would load unquantized and wrong."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        fresh = AutoModelForCausalLM.from_config(model.config)
+    transposed = [name for name in quantized if not isinstance(fresh.get_submodule(name), torch.nn.Linear)]
+    if transposed:
+        raise LmforgeError(f"compressed-tensors cannot hold {model.config.model_type}'s Conv1D layers (e.g. {transposed[0]}): "
+                           "transformers would load them unquantized; keep lmforge's packed folder for this architecture")
+
+
 def export_compressed_tensors(model, tokenizer, out_dir: str | os.PathLike) -> Path:
     """Write ``model`` (quantized with symmetric grids) as a compressed-tensors pack-quantized folder."""
     quantized = quantized_linears(model)
+    _refuse_transposed_layers(model, quantized)
     for name, module in quantized.items():
         if module.input_scale is not None:
             raise LmforgeError(f"{name} keeps an activation-aware input scale that compressed-tensors cannot express; "

@@ -1,6 +1,6 @@
 """``prune(model, config, calibration)``: magnitude, Wanda or SparseGPT over a whole model, layer by layer.
 
-Every ``nn.Linear`` inside the decoder layers is pruned in place (zeros written into
+Every linear (``nn.Linear``, GPT-2's ``Conv1D``) inside the decoder layers is pruned in place (zeros written into
 the dense weight); embeddings and ``lm_head`` are left alone, as in the papers.
 Wanda and SparseGPT see each layer's inputs as produced by the already-pruned layers
 before it (``compress.sequential``), so errors do not compound unnoticed.
@@ -22,6 +22,7 @@ from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, 
 from lmforge.compress.pruning.sparsegpt import sparsegpt_prune
 from lmforge.compress.pruning.wanda import wanda_mask
 from lmforge.errors import LmforgeError
+from lmforge.models.linears import is_linear, linear_weight
 
 
 @dataclass
@@ -52,7 +53,8 @@ def _magnitude(weight: torch.Tensor, config: Magnitude, sparsity: float, stats) 
     weight.mul_(magnitude_mask(weight, sparsity, config.nm).to(weight.dtype))
 
 
-# How each config type prunes one linear's weight in place, given that linear's input statistics: ``prune``
+# How each config type prunes one linear's weight ([out, in]; for GPT-2's Conv1D a view of its transposed
+# weight) in place, given that linear's input statistics: ``prune``
 # dispatches on the config's type through this table (a new method is a config class and one entry here).
 PRUNE_LINEAR: dict[type, Callable[..., None]] = {Magnitude: _magnitude, Wanda: _wanda, SparseGPT: _sparsegpt}
 
@@ -80,7 +82,7 @@ def prune(
 
     def process(index: int, layer: nn.Module, inputs: LayerInputs | None) -> None:
         modules = dict(layer.named_modules())
-        wanted = {n: config.sparsity_for(f"{prefix}.{index}.{n}") for n, m in modules.items() if isinstance(m, nn.Linear)}
+        wanted = {n: config.sparsity_for(f"{prefix}.{index}.{n}") for n, m in modules.items() if is_linear(m)}
         chosen = {name: sparsity for name, sparsity in wanted.items() if sparsity}
         # As in the reference implementations, all linears of a layer are measured before any is pruned.
         stats = (
@@ -88,8 +90,8 @@ def prune(
             if inputs is not None and chosen else {}
         )
         for name, sparsity in chosen.items():
-            PRUNE_LINEAR[type(config)](modules[name].weight.data, config, sparsity, stats.get(name))
-            done[f"{prefix}.{index}.{name}"] = sparsity_of(modules[name].weight)
+            PRUNE_LINEAR[type(config)](linear_weight(modules[name]), config, sparsity, stats.get(name))
+            done[f"{prefix}.{index}.{name}"] = sparsity_of(linear_weight(modules[name]))
 
     if not config.needs_calibration:
         for index, layer in enumerate(layers):
@@ -101,8 +103,13 @@ def prune(
             raise LmforgeError(f"{config.method} pruning needs calibration data: pass calibration_batches(tokenizer, corpus, n, seqlen)")
         layerwise(model, calibration, process, batch_size=batch_size, progress=progress)
 
-    total = sum(m.weight.numel() for layer in layers for m in layer.modules() if isinstance(m, nn.Linear))
-    zeros = sum(int((m.weight == 0).sum()) for layer in layers for m in layer.modules() if isinstance(m, nn.Linear))
+    linears = [m for layer in layers for m in layer.modules() if is_linear(m)]
+    total = sum(m.weight.numel() for m in linears)
+    zeros = sum(int((m.weight == 0).sum()) for m in linears)
+    if not done or not zeros:  # a prune that touched nothing must not look like success
+        found = f"{len(linears)} linear layers, none selected by the config" if linears else \
+            f"no linear layers lmforge recognises in {type(model).__name__}'s decoder layers"
+        raise LmforgeError(f"pruning removed nothing ({found}); check --sparsity and the model")
     return PruneResult(
         config=config.to_dict(),
         linears=done,

@@ -21,7 +21,9 @@ fit is exact for the pruned layer's input.
 Grouped-query attention is respected: every key/value head keeps the same number of
 query heads (the least important ones in each group go), so keys and values are untouched
 and ``num_attention_heads`` stays a multiple of ``num_key_value_heads``.
-Llama-style blocks (``self_attn.{q,k,v,o}_proj``, ``mlp.{gate,up,down}_proj``) are supported.
+Heads: llama-style attention (``self_attn.q_proj`` … ``o_proj``: llama, mistral, qwen2/3, gemma2). MLP channels:
+every layout in ``MLP_LAYOUTS`` (those, plus phi3's fused ``gate_up_proj``, GPT-NeoX and OPT); other blocks are
+refused in one line.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from torch import nn
 from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, linear_input_stats
 from lmforge.compress.pruning.config import Structured
 from lmforge.errors import LmforgeError
+from lmforge.models.linears import is_conv1d, is_linear, linear_weight
 
 
 @dataclass
@@ -89,13 +92,17 @@ def refit_kept_columns(weight: torch.Tensor, hessian: torch.Tensor, kept: torch.
     return refit.to(weight.dtype)
 
 
-def _shrink_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
-    """A new linear keeping ``index`` along ``dim`` of the weight (0: outputs, 1: inputs)."""
-    weight = linear.weight.data.index_select(dim, index).clone()
+def _shrink_linear(linear: nn.Module, index: torch.Tensor, dim: int) -> nn.Module:
+    """A new linear of the same kind keeping ``index`` along ``dim`` of the ``[out, in]`` weight (0: outputs, 1: inputs)."""
+    weight = linear_weight(linear).index_select(dim, index).clone()
     out_features, in_features = weight.shape
     bias = linear.bias is not None
-    new = nn.Linear(in_features, out_features, bias=bias, dtype=weight.dtype, device=weight.device)
-    new.weight.data = weight
+    if is_conv1d(linear):  # GPT-2 stores the transpose
+        new = type(linear)(out_features, in_features).to(weight.device, weight.dtype)
+        new.weight.data = weight.T.contiguous()
+    else:
+        new = nn.Linear(in_features, out_features, bias=bias, dtype=weight.dtype, device=weight.device)
+        new.weight.data = weight
     if bias:
         new.bias.data = linear.bias.data.index_select(0, index).clone() if dim == 0 else linear.bias.data.clone()
     return new
@@ -114,24 +121,53 @@ def shrink_attention(attn: nn.Module, kept_heads: list[int], head_dim: int, kv_h
     attn.num_key_value_groups = len(kept_heads) // kv_heads
 
 
-def shrink_mlp(mlp: nn.Module, kept_channels: list[int]) -> None:
-    """Keep only ``kept_channels``: rows of ``gate_proj`` and ``up_proj``, columns of ``down_proj``."""
+@dataclass(frozen=True)
+class MlpLayout:
+    """Where a block's MLP channels live: output rows of ``inputs``, input columns of ``output``, width in ``config_key``."""
+
+    inputs: tuple[str, ...]
+    output: str
+    config_key: str = "intermediate_size"
+    blocks: int = 1  # channel blocks stacked in each input (phi3's gate_up_proj holds gate and up: 2)
+
+
+MLP_LAYOUTS = (
+    MlpLayout(("mlp.gate_proj", "mlp.up_proj"), "mlp.down_proj"),  # llama, mistral, qwen2/3, gemma2
+    MlpLayout(("mlp.gate_up_proj",), "mlp.down_proj", blocks=2),  # phi3
+    MlpLayout(("mlp.dense_h_to_4h",), "mlp.dense_4h_to_h"),  # gpt-neox
+    MlpLayout(("fc1",), "fc2", config_key="ffn_dim"),  # opt
+    MlpLayout(("mlp.c_fc",), "mlp.c_proj", config_key="n_inner"),  # gpt2 (Conv1D; n_inner None means 4 × hidden)
+)
+_HEAD_LINEARS = ("self_attn.q_proj", "self_attn.o_proj")
+
+
+def shrink_mlp(layer: nn.Module, layout: MlpLayout, kept_channels: list[int], width: int) -> None:
+    """Keep only ``kept_channels`` (of ``width``): rows of the layout's inputs (in every block), columns of its output."""
     index = torch.tensor(kept_channels)
-    mlp.gate_proj = _shrink_linear(mlp.gate_proj, index, 0)
-    mlp.up_proj = _shrink_linear(mlp.up_proj, index, 0)
-    mlp.down_proj = _shrink_linear(mlp.down_proj, index, 1)
-    mlp.intermediate_size = len(kept_channels)
+    rows = torch.cat([index + block * width for block in range(layout.blocks)])
+    for name in layout.inputs:
+        _replace(layer, name, _shrink_linear(layer.get_submodule(name), rows, 0))
+    _replace(layer, layout.output, _shrink_linear(layer.get_submodule(layout.output), index, 1))
 
 
-def _check_llama_like(model) -> None:
-    layer = decoder_layers(model)[0]
-    needed = ["self_attn.q_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
-    names = {name for name, _ in layer.named_modules()}
-    if missing := [n for n in needed if n not in names]:
+def _replace(layer: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, leaf = name.rpartition(".")
+    setattr(layer.get_submodule(parent) if parent else layer, leaf, module)
+
+
+def block_layout(model, heads: bool) -> tuple[MlpLayout, bool]:
+    """The model's MLP layout and whether its attention heads can be pruned; a one-line refusal for blocks
+    structured pruning cannot shrink (or heads asked of an attention it cannot shrink)."""
+    names = {name for name, module in decoder_layers(model)[0].named_modules() if is_linear(module)}
+    layout = next((lay for lay in MLP_LAYOUTS if {*lay.inputs, lay.output} <= names), None)
+    llama_heads = set(_HEAD_LINEARS) <= names
+    if layout is None or (heads and not llama_heads):
+        what = "MLP" if layout is None else "attention-head (it needs separate self_attn.q_proj and o_proj; use --heads 0)"
         raise LmforgeError(
-            f"structured pruning supports llama-style blocks; {type(model).__name__} lacks {', '.join(missing)}: "
-            "use unstructured or N:M pruning (lmforge prune --method wanda) instead"
+            f"structured pruning supports llama-style blocks and the MLPs of phi3, gpt2, gpt-neox and opt; "
+            f"{type(model).__name__} has no {what} layout it can shrink: use unstructured or N:M pruning (lmforge prune --method wanda)"
         )
+    return layout, llama_heads
 
 
 @torch.no_grad()
@@ -144,37 +180,45 @@ def structured_prune(
     progress: Callable[[int], None] | None = None,
 ) -> StructuredResult:
     """Remove the least important heads and MLP channels of every layer in place and update ``model.config``."""
-    _check_llama_like(model)
+    layout, prune_heads = block_layout(model, config.head_fraction > 0)
     cfg = model.config
-    heads, kv_heads = cfg.num_attention_heads, cfg.num_key_value_heads
+    heads = cfg.num_attention_heads
+    kv_heads = getattr(cfg, "num_key_value_heads", None) or heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
     keep_per_group = (heads // kv_heads) - int((heads // kv_heads) * config.head_fraction)
-    keep_channels = cfg.intermediate_size - int(cfg.intermediate_size * config.mlp_fraction)
+    width = getattr(cfg, layout.config_key) or 4 * cfg.hidden_size
+    keep_channels = width - int(width * config.mlp_fraction)
     result = StructuredResult(parameters_before=sum(p.numel() for p in model.parameters()))
+    refits = [layout.output, *(["self_attn.o_proj"] if prune_heads else [])]
 
     def process(index: int, layer: nn.Module, inputs: LayerInputs) -> None:
-        stats = linear_input_stats(layer, inputs, ["self_attn.o_proj", "mlp.down_proj"], hessian=True)
-        attn, mlp = layer.self_attn, layer.mlp
-        o_weight, down_weight = attn.o_proj.weight.data, mlp.down_proj.weight.data
-        scores = head_importance(stats["self_attn.o_proj"].hessian, attn.o_proj.weight, head_dim)
-        kept_heads = keep_heads_per_group(scores, kv_heads, keep_per_group)
-        channels = channel_importance(stats["mlp.down_proj"].sq_norm, mlp.down_proj.weight)
+        stats = linear_input_stats(layer, inputs, refits, hessian=True)
+        weights = {name: linear_weight(layer.get_submodule(name)) for name in refits}  # [out, in], before shrinking
+        kept = {}
+        if prune_heads:
+            scores = head_importance(stats["self_attn.o_proj"].hessian, weights["self_attn.o_proj"], head_dim)
+            kept_heads = keep_heads_per_group(scores, kv_heads, keep_per_group)
+            shrink_attention(layer.self_attn, kept_heads, head_dim, kv_heads)
+            kept["self_attn.o_proj"] = head_columns(kept_heads, head_dim)
+            result.kept_heads.append(kept_heads)
+        channels = channel_importance(stats[layout.output].sq_norm, weights[layout.output])
         kept_channels = sorted(torch.topk(channels, keep_channels).indices.tolist())
-        shrink_attention(attn, kept_heads, head_dim, kv_heads)
-        shrink_mlp(mlp, kept_channels)
+        shrink_mlp(layer, layout, kept_channels, width)
+        kept[layout.output] = torch.tensor(kept_channels)
         if config.reconstruct:
-            for linear, name, weight, kept in ((attn.o_proj, "self_attn.o_proj", o_weight, head_columns(kept_heads, head_dim)),
-                                               (mlp.down_proj, "mlp.down_proj", down_weight, torch.tensor(kept_channels))):
+            for name, columns in kept.items():
                 hessian = stats[name].sink_weighted_hessian(config.sink_share)
-                linear.weight.data = refit_kept_columns(weight, hessian, kept, config.damp)
-        result.kept_heads.append(kept_heads)
+                refit = refit_kept_columns(weights[name], hessian, columns, config.damp)
+                module = layer.get_submodule(name)
+                module.weight.data = refit.T.contiguous() if is_conv1d(module) else refit
         result.kept_channels.append(kept_channels)
 
     layerwise(model, calibration, process, batch_size=batch_size, progress=progress)
-    cfg.head_dim = head_dim
-    cfg.num_attention_heads = kv_heads * keep_per_group
-    cfg.intermediate_size = keep_channels
+    if prune_heads:
+        cfg.head_dim = head_dim
+        cfg.num_attention_heads = kv_heads * keep_per_group
+    setattr(cfg, layout.config_key, keep_channels)
     result.parameters_after = sum(p.numel() for p in model.parameters())
-    result.config = {"num_attention_heads": cfg.num_attention_heads, "head_dim": head_dim, "intermediate_size": keep_channels,
+    result.config = {"num_attention_heads": cfg.num_attention_heads, "head_dim": head_dim, layout.config_key: keep_channels,
                      **asdict(config)}
     return result

@@ -24,6 +24,7 @@ from lmforge.compress.storage.qlinear import QuantEmbedding, QuantLinear
 from lmforge.compress.quantization.rtn import rtn
 from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, linear_groups, linear_input_stats
 from lmforge.errors import LmforgeError
+from lmforge.models.linears import is_linear, linear_features, linear_weight
 
 _GROUP_SIZES = (8, 16, 32, 64, 128, 256, 512)
 
@@ -63,12 +64,12 @@ def plan(model: nn.Module, config: QuantConfig) -> tuple[list[str], dict[str, st
     chosen, skipped = [], {}
     head = output_head_name(model) if config.lm_head_bits else None
     for name, module in model.named_modules():
-        if not isinstance(module, nn.Linear) or name == head:
+        if not is_linear(module) or name == head:
             continue
         if _matches(name, config.skip):
             skipped[name] = "skip list"
             continue
-        width = module.in_features
+        width = linear_features(module)[0]
         if config.group_size and width % config.group_size:
             if config.skip_bad_groups:
                 skipped[name] = f"group size {config.group_size} does not divide its width {width}"
@@ -89,12 +90,12 @@ def _set_module(root: nn.Module, name: str, module: nn.Module) -> None:
     owner = root.get_submodule(parent) if parent else root
     replaced = getattr(owner, leaf)
     setattr(owner, leaf, module)
-    if isinstance(replaced, nn.Linear):
+    if is_linear(replaced):
         release_file_pages(replaced.weight)
 
 
-def _rtn_module(linear: nn.Linear, config: QuantConfig) -> QuantLinear:
-    codes, scale, zero = rtn(linear.weight.detach(), config.bits, config.group_size, config.symmetric)
+def _rtn_module(linear: nn.Module, config: QuantConfig) -> QuantLinear:
+    codes, scale, zero = rtn(linear_weight(linear), config.bits, config.group_size, config.symmetric)
     return QuantLinear.from_codes(codes, scale, zero, config.bits, linear.bias)
 
 
@@ -119,7 +120,9 @@ def quantize(
         )
     names, skipped = plan(model, config)
     if not names:
-        raise LmforgeError("nothing to quantize: every linear layer is in the skip list")
+        recognised = any(is_linear(m) for layer in decoder_layers(model) for m in layer.modules())
+        raise LmforgeError("nothing to quantize: " + ("every linear layer is in the skip list" if recognised else
+                           f"no linear layers lmforge recognises in {type(model).__name__}'s decoder layers"))
     head_plan = _head_plan(model, config) if config.lm_head_bits else None  # fail now, not after calibrating every layer
     report = QuantReport(config=config.to_dict(), skipped=skipped)
     if calibration is not None and config.needs_calibration:
@@ -213,7 +216,7 @@ def _gptq_layer(layer, prefix, inputs, config: GPTQ, todo: set[str], report: Qua
         for name in local:
             full = f"{prefix}.{name}"
             linear = layer.get_submodule(name)
-            codes, scale, zero = gptq(linear.weight, stats.pop(name).sink_weighted_hessian(config.sink_share), config.bits, config.group_size,
+            codes, scale, zero = gptq(linear_weight(linear), stats.pop(name).sink_weighted_hessian(config.sink_share), config.bits, config.group_size,
                                       config.symmetric, config.act_order, config.damp, config.block_size, name=full)
             _set_module(layer, name, QuantLinear.from_codes(codes, scale, zero, config.bits, linear.bias))
             todo.discard(full)
@@ -238,6 +241,31 @@ def _norm_producers(layer: nn.Module, inputs: LayerInputs, names: list[str]) -> 
     return {name: next((m for m, out in outputs if out is consumed.get(name)), None) for name in names}
 
 
+@torch.no_grad()
+def _fold_into_norm(norm: nn.Module, s: torch.Tensor, probe: torch.Tensor) -> bool:
+    """Make ``norm``'s output ``norm(x) / s``; True if done, checked on ``probe`` (else the norm is left as it was).
+
+    Norms scale by ``w`` (llama, LayerNorm: divide ``w`` and the bias by ``s``) or by ``1 + w``
+    (Gemma: ``w ← (1 + w) / s − 1``). Which one a norm class uses is read off its output, not its name.
+    """
+    weight, bias = norm.weight, getattr(norm, "bias", None)
+    original = (weight.detach().clone(), None if bias is None else bias.detach().clone())
+    probe = probe.to(weight.dtype)
+    wanted = norm(probe).float() / s
+    scale = s.to(torch.float32)
+    for fold in (lambda w: w / scale, lambda w: (1 + w) / scale - 1):
+        weight.copy_(fold(original[0].float()).to(weight.dtype))
+        if bias is not None:
+            bias.copy_((original[1].float() / scale).to(bias.dtype))
+        tolerance = 1e-4 if weight.dtype == torch.float32 else 2e-2
+        if torch.allclose(norm(probe).float(), wanted, rtol=tolerance, atol=tolerance * float(wanted.abs().max())):
+            return True
+    weight.copy_(original[0])
+    if bias is not None:
+        bias.copy_(original[1])
+    return False
+
+
 def _awq_layer(layer, prefix, inputs, config: AWQ, todo: set[str], report: QuantReport) -> None:
     groups = linear_groups(layer, inputs, true_sequential=True)
     producers = _norm_producers(layer, inputs, [g[0] for g in groups])
@@ -248,18 +276,14 @@ def _awq_layer(layer, prefix, inputs, config: AWQ, todo: set[str], report: Quant
             continue
         linears = [layer.get_submodule(n) for n in local]
         first = stats[group[0]]
-        s, alpha, error, rtn_error = search_scales([m.weight for m in linears], first.samples, first.abs_mean,
+        s, alpha, error, rtn_error = search_scales([linear_weight(m) for m in linears], first.samples, first.abs_mean,
                                                    config.bits, config.group_size, config.symmetric, config.grid)
         norm = producers[group[0]]
         # folding 1/s into the norm is exact only if every reader of the norm's output is scaled by s
         fold = norm is not None and len(local) == len(group) and getattr(norm, "weight", None) is not None \
-            and norm.weight.shape == s.shape
-        if fold:
-            norm.weight.div_(s.to(norm.weight.dtype))
-            if getattr(norm, "bias", None) is not None:
-                norm.bias.div_(s.to(norm.bias.dtype))
+            and norm.weight.shape == s.shape and _fold_into_norm(norm, s, inputs.hidden[0][:1])
         for name, linear in zip(local, linears):
-            codes, scale, zero = rtn(linear.weight.detach().float() * s, config.bits, config.group_size, config.symmetric)
+            codes, scale, zero = rtn(linear_weight(linear).float() * s, config.bits, config.group_size, config.symmetric)
             module = QuantLinear.from_codes(codes, scale, zero, config.bits, linear.bias, None if fold else s)
             _set_module(layer, name, module)
             full = f"{prefix}.{name}"

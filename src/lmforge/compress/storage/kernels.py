@@ -17,6 +17,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import json
 import logging
 import os
 import platform
@@ -27,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from lmforge.errors import LmforgeError
+from lmforge.io import write_json
 from lmforge.paths import cache_dir
 
 log = logging.getLogger(__name__)
@@ -155,6 +158,32 @@ def _cpu_signature() -> str:
     return f"{platform.machine()}|{flags}"
 
 
+def source_digest() -> str:
+    """sha256 of what the library is built from: the C source, the flags and the CPU it is built for."""
+    return hashlib.sha256((_SOURCE + " ".join(_FLAGS) + _cpu_signature()).encode()).hexdigest()
+
+
+def _stamp(library: Path) -> Path:
+    return library.with_suffix(".json")
+
+
+def _file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def cached_library_matches(library: Path, digest: str) -> bool:
+    """True if ``library`` exists and its stamp says it was built from ``digest`` and its bytes are unchanged since.
+
+    A cached shared object is loaded into the process and called with raw pointers: one left by another
+    lmforge version, truncated by a full disk or edited afterwards must be rebuilt, never loaded.
+    """
+    try:
+        stamp = json.loads(_stamp(library).read_text())
+        return stamp.get("source_sha256") == digest and stamp.get("library_sha256") == _file_sha256(library)
+    except (OSError, ValueError):
+        return False
+
+
 @functools.cache
 def _library() -> ctypes.CDLL | None:
     if os.environ.get("LMFORGE_NO_NATIVE_KERNELS"):
@@ -163,9 +192,9 @@ def _library() -> ctypes.CDLL | None:
     if compiler is None:
         log.warning("no C compiler found; quantized linears use the slower dequantize-then-matmul path")
         return None
-    digest = hashlib.sha256((_SOURCE + " ".join(_FLAGS) + _cpu_signature()).encode()).hexdigest()[:16]
-    target = cache_dir() / "kernels" / f"lmforge_qmm_{digest}.so"
-    if not target.is_file():
+    digest = source_digest()
+    target = cache_dir() / "kernels" / f"lmforge_qmm_{digest[:16]}.so"
+    if not cached_library_matches(target, digest):  # missing, or not the library this source built: (re)build
         target.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
             source = Path(tmp) / "qmm.c"
@@ -177,6 +206,7 @@ def _library() -> ctypes.CDLL | None:
                             (result.stderr.strip().splitlines() or ["unknown error"])[-1])
                 return None
             os.replace(built, target)
+            write_json(_stamp(target), {"source_sha256": digest, "library_sha256": _file_sha256(target)})
     library = ctypes.CDLL(str(target))
     library.qmm.restype = None
     library.qmm.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
@@ -188,11 +218,42 @@ def available() -> bool:
     return _library() is not None
 
 
+def check_operands(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
+                   storage_bits: int, group_size: int) -> None:
+    """Refuse, before any pointer reaches C, every tensor whose dtype, shape, layout or device the kernel does not read.
+
+    The kernel trusts its pointers: fp16 scales read as float32 (``model.half()`` on a quantized model)
+    or a strided view would read past the end of the buffer instead of failing.
+    """
+    expected = {"x": (x, torch.float32), "qweight": (packed, torch.uint8), "scales": (scales, torch.float32),
+                "zeros": (zeros, torch.uint8)}
+    for name, (tensor, dtype) in expected.items():
+        if tensor.dtype != dtype:
+            raise LmforgeError(f"packed kernel: {name} is {tensor.dtype}, it needs {dtype}")
+        if tensor.device.type != "cpu":
+            raise LmforgeError(f"packed kernel: {name} is on {tensor.device}, it runs on the CPU")
+        if not tensor.is_contiguous() or tensor.ndim != 2:
+            raise LmforgeError(f"packed kernel: {name} must be a contiguous 2-D tensor, got shape {tuple(tensor.shape)} "
+                               f"strides {tensor.stride()}")
+    if storage_bits not in (4, 8):
+        raise LmforgeError(f"packed kernel: storage of {storage_bits} bits; it reads 4 or 8")
+    rows, cols = x.shape
+    n_out = scales.shape[0]
+    if group_size <= 0 or cols % group_size or (storage_bits == 4 and group_size % 2):
+        raise LmforgeError(f"packed kernel: group size {group_size} does not divide the input width {cols}")
+    shapes = {"qweight": (packed, (n_out, cols * storage_bits // 8)), "scales": (scales, (n_out, cols // group_size)),
+              "zeros": (zeros, (n_out, cols // group_size))}
+    for name, (tensor, shape) in shapes.items():
+        if tuple(tensor.shape) != shape:
+            raise LmforgeError(f"packed kernel: {name} has shape {tuple(tensor.shape)}, expected {shape} for input width {cols}")
+
+
 def packed_matmul(x: torch.Tensor, packed: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor,
                   storage_bits: int, group_size: int) -> torch.Tensor:
     """``x [M, K] float32 @ dequant(packed).T`` → ``[M, N]`` float32, on CPU, with the native kernel."""
     library = _library()
     x = x.contiguous()
+    check_operands(x, packed, scales, zeros, storage_bits, group_size)
     rows, cols = x.shape
     n_out = scales.shape[0]
     out = torch.empty(rows, n_out, dtype=torch.float32)

@@ -78,7 +78,8 @@ class QuantLinear(nn.Module):
             x = x / self.input_scale.to(x.dtype)
         flat = x.reshape(-1, self.in_features)
         if flat.device.type == "cpu" and flat.shape[0] <= KERNEL_MAX_ROWS and kernels.available():
-            out = kernels.packed_matmul(flat.float(), self.qweight, self.scales, self.zeros,
+            # scales go in as float32 whatever the model was cast to (``model.half()`` casts buffers too)
+            out = kernels.packed_matmul(flat.float(), self.qweight, self.scales.float().contiguous(), self.zeros,
                                         storage_bits(self.bits), self.group_size).to(x.dtype)
             if self.bias is not None:
                 out = out + self.bias.to(x.dtype)
@@ -110,3 +111,14 @@ class QuantEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_embeddings}, {self.embedding_dim}, shares the packed table of the output head ({self.head.bits}-bit)"
+
+
+def execution_path(model: nn.Module) -> str | None:
+    """How the model's quantized linears compute on its device (None when it has none): what `models info` prints."""
+    modules = [m for m in model.modules() if isinstance(m, QuantLinear)]
+    if not modules:
+        return None
+    device = modules[0].qweight.device
+    if device.type == "cpu" and kernels.available():
+        return f"cpu: native packed kernel up to {KERNEL_MAX_ROWS} rows (decoding), dequantize-then-matmul above"
+    return f"{device.type}: dequantize-then-matmul (the packed weights are unpacked per call into a temporary)"

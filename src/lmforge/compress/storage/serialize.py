@@ -20,6 +20,7 @@ from safetensors.torch import save_model as save_safetensors_from
 from lmforge.compress.storage.qlinear import QuantEmbedding, QuantLinear
 from lmforge.errors import LmforgeError
 from lmforge.io import atomic_dir, write_json
+from lmforge.models.linears import linear_features
 from lmforge.models.loading import METADATA_FILE, read_metadata
 
 FORMAT = "lmforge-packed"
@@ -77,8 +78,8 @@ def load_quantized_model(folder: str | os.PathLike, dtype: torch.dtype | None = 
     config = AutoConfig.from_pretrained(folder, local_files_only=True)
     model = AutoModelForCausalLM.from_config(config, dtype=dtype or torch.float32)
     for name, spec in section["modules"].items():
-        linear = model.get_submodule(name)
-        shell = QuantLinear(linear.in_features, linear.out_features, spec["bits"], spec["group_size"],
+        in_features, out_features = linear_features(model.get_submodule(name))
+        shell = QuantLinear(in_features, out_features, spec["bits"], spec["group_size"],
                             bias=spec["bias"], input_scale=spec["input_scale"])
         parent, _, leaf = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, leaf, shell)

@@ -141,3 +141,12 @@ def to_semi_structured(model: nn.Module) -> int:
             module.weight = nn.Parameter(to_sparse_semi_structured(module.weight.detach()), requires_grad=False)
             converted += 1
     return converted
+
+
+def semi_structured_on_cuda(model: nn.Module) -> int:
+    """``to_semi_structured`` where it can run (a CUDA model in fp16/bf16, the dtypes its kernels take); else 0, a no-op."""
+    from lmforge.models.info import model_device
+
+    if model_device(model).type != "cuda" or model.dtype not in (torch.float16, torch.bfloat16):
+        return 0
+    return to_semi_structured(model)
