@@ -61,7 +61,7 @@ def compress_command(
     threads: int = typer.Option(2, help="CPU threads for evaluation and decoding"),
     compressed_tensors: str = typer.Option(None, "--compressed-tensors",
                                            help="also export to this folder in compressed-tensors format (transformers, vLLM)"),
-    gguf: str = typer.Option(None, "--gguf", help="also export to this .gguf file for llama.cpp (int4 or int8, group size a multiple of 32)"),
+    gguf: str = typer.Option(None, "--gguf", help="also export to this .gguf file for llama.cpp (int4 or int8, group size a multiple of 32; other GGUF types: lmforge export)"),
     json_out: str = typer.Option(None, "--json", help="also write the comparison as JSON"),
     dtype: str = dtype_option(),
     device: str = device_option(),

@@ -37,6 +37,7 @@ COMMAND_MODULES = [
     "lmforge.cli.scale",
     "lmforge.cli.audit",
     "lmforge.cli.explain",
+    "lmforge.cli.export",
 ]
 
 for module_name in COMMAND_MODULES:

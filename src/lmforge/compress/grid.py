@@ -9,6 +9,8 @@ grid is centred on 0 (codes -8..7 times ``s`` for int4). GPTQ and AWQ use the sa
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 
@@ -53,3 +55,35 @@ def group_grid(weight: torch.Tensor, bits: int, group_size: int | None, symmetri
 def expand_groups(per_group: torch.Tensor, cols: int) -> torch.Tensor:
     """``[rows, groups]`` → ``[rows, cols]``, each group's value repeated over its columns."""
     return per_group.repeat_interleave(cols // per_group.shape[1], dim=1)
+
+
+@dataclass(frozen=True)
+class UniformGrid:
+    """This grid as a target for GPTQ (``quantization.gptq.gptq_on``): groups of ``group`` columns, each fitted
+    from the (error-updated) weights when GPTQ reaches its first column."""
+
+    bits: int
+    symmetric: bool
+    group: int
+
+    @property
+    def span(self) -> int:
+        return self.group
+
+    def fit(self, weight: torch.Tensor, importance: torch.Tensor | None = None) -> dict:
+        scale, zero = group_grid(weight, self.bits, self.group, self.symmetric)
+        return {"scale": scale, "zero": zero}
+
+    def encode(self, weight: torch.Tensor, grid: dict, groups: slice) -> torch.Tensor:
+        cols = weight.shape[1]
+        return quantize_codes(weight, *(grid[k][:, groups].repeat_interleave(cols // _width(groups, grid), 1)
+                                        for k in ("scale", "zero")), self.bits)
+
+    def decode(self, codes: torch.Tensor, grid: dict, groups: slice) -> torch.Tensor:
+        cols = codes.shape[1]
+        return dequantize_codes(codes, *(grid[k][:, groups].repeat_interleave(cols // _width(groups, grid), 1)
+                                         for k in ("scale", "zero")))
+
+
+def _width(groups: slice, grid: dict) -> int:
+    return len(range(grid["scale"].shape[1])[groups])
