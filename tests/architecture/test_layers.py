@@ -72,3 +72,48 @@ def test_the_graph_is_read_from_real_imports():
     graph = edges()
     assert ("cli", "workflows") in graph and ("workflows", "compress") in graph and ("workflows", "evaluate") in graph
     assert ("compress", "models") in graph and ("evaluate", "models") in graph
+
+
+def module_graph() -> dict[str, set[str]]:
+    """Module → the lmforge modules it imports (lazy imports too). Package ``__init__`` files are left out as nodes:
+    they re-export their submodules, which is not a dependency of those submodules on each other."""
+    files = {".".join(p.relative_to(ROOT.parent).with_suffix("").parts).removesuffix(".__init__"): p
+             for p in ROOT.rglob("*.py")}
+
+    def module_of(name: str) -> str:  # `from lmforge.a.b import c`: module a.b.c if it exists, else a.b
+        while name not in files:
+            name = name.rpartition(".")[0]
+        return name
+
+    graph = {}
+    for name, path in files.items():
+        if path.name == "__init__.py":
+            continue
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 and node.module.startswith("lmforge"):
+                imported |= {module_of(f"{node.module}.{alias.name}") for alias in node.names}
+            elif isinstance(node, ast.Import):
+                imported |= {module_of(alias.name) for alias in node.names if alias.name.startswith("lmforge")}
+        graph[name] = {m for m in imported if m != name and files[m].name != "__init__.py"}
+    return graph
+
+
+def test_no_two_modules_import_each_other():
+    """No circle of imports between modules (e.g. a pipeline importing the engine that imports the pipeline):
+    an engine or loader that must be reachable registers itself instead."""
+    graph = module_graph()
+    assert ("lmforge.data.curate.ray_engine", "lmforge.data.curate.pipeline") in {(a, b) for a in graph for b in graph[a]}
+    done: set[str] = set()
+
+    def visit(module: str, path: list[str]) -> None:
+        if module in path:
+            raise AssertionError(f"import circle: {' → '.join(path[path.index(module):] + [module])}")
+        if module in done:
+            return
+        for imported in sorted(graph[module]):
+            visit(imported, path + [module])
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, [])

@@ -19,12 +19,13 @@ from lmforge.data.curate.minhash import MinHasher, candidate_probability, estima
 from lmforge.data.curate.pii import PiiRedact, PiiSpan, find_pii, iban_valid, luhn_valid, redact
 from lmforge.data.curate.pipeline import Output, Pipeline, load_stats
 from lmforge.data.curate.quality import C4Quality, FineWebQuality, GopherQuality, GopherRepetition
+from lmforge.data.curate.ray_engine import RayRun  # registers --engine ray
 from lmforge.data.curate.readers import Input
 
 __all__ = [
     "STEPS", "BiasTerms", "C4Quality", "Decontaminate", "Document", "Drop", "ExactDedup", "ExtractHtml",
     "FineWebQuality", "FixUnicode", "GlobalStep", "GopherQuality", "GopherRepetition", "Input", "LanguageFilter",
-    "MinHashDedup", "MinHasher", "NgramIndex", "Output", "PiiRedact", "PiiSpan", "Pipeline", "Step", "StepStats",
-    "build_step", "candidate_probability", "estimated_jaccard", "find_pii", "iban_valid", "load_stats",
+    "MinHashDedup", "MinHasher", "NgramIndex", "Output", "PiiRedact", "PiiSpan", "Pipeline", "RayRun", "Step",
+    "StepStats", "build_step", "candidate_probability", "estimated_jaccard", "find_pii", "iban_valid", "load_stats",
     "luhn_valid", "redact",
 ]

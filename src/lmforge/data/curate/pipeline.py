@@ -119,13 +119,9 @@ class Pipeline:
     def run(self, engine: str = "local", workers: int | None = None, overwrite: bool = False,
             progress: Callable[[int], None] | None = None) -> dict[str, Any]:
         """Run (or resume) the pipeline; returns the statistics also written to ``<output>/stats.json``."""
-        if engine == "ray":
-            from lmforge.data.curate.ray_engine import RayRun
-
-            return RayRun(self, workers or 0, overwrite, progress).run()
-        if engine != "local":
-            raise LmforgeError(f"unknown engine '{engine}'; use local or ray")
-        return LocalRun(self, workers or os.cpu_count() or 1, overwrite, progress).run()
+        if engine not in ENGINES:
+            raise LmforgeError(f"unknown engine '{engine}'; use {' or '.join(ENGINES)}")
+        return ENGINES[engine](self, workers, overwrite, progress).run()
 
 
 # ---------------------------------------------------------------- one unit of work
@@ -275,13 +271,17 @@ def decide_stage(pipeline: Pipeline, stage: int, shard_count: int, work: Path) -
 class LocalRun:
     """Stages in order; within a stage, the shards without a completion marker, over a process pool."""
 
-    def __init__(self, pipeline: Pipeline, workers: int, overwrite: bool, progress):
+    def __init__(self, pipeline: Pipeline, workers: int | None, overwrite: bool, progress):
         self.pipeline = pipeline
-        self.workers = max(1, workers)
+        self.workers = max(1, workers) if workers else self.default_workers()
         self.out = Path(pipeline.output.dir)
         self.work = self.out / "work"
         self.progress = progress or (lambda n=1: None)
         self._prepare(overwrite)
+
+    @staticmethod
+    def default_workers() -> int | None:
+        return os.cpu_count() or 1
 
     def _prepare(self, overwrite: bool) -> None:
         config_path = self.work / "pipeline.json"
@@ -336,6 +336,11 @@ class LocalRun:
         futures = [pool.submit(run_shard, self.pipeline, stage, shard, files, self.work) for shard, files in pending]
         for future in futures:
             yield future.result()
+
+
+# Engines by ``--engine`` name. Other engines register here from their own modules (ray_engine.py adds "ray" when
+# lmforge.data.curate is imported), so this module never imports them.
+ENGINES: dict[str, type[LocalRun]] = {"local": LocalRun}
 
 
 def aggregate(pipeline: Pipeline, results: dict[tuple[int, int], dict], decisions: dict[int, dict]) -> dict[str, Any]:

@@ -12,11 +12,15 @@ import json
 from pathlib import Path
 from typing import Iterator
 
-from lmforge.data.curate.pipeline import LocalRun, run_shard
+from lmforge.data.curate.pipeline import ENGINES, LocalRun, run_shard
 from lmforge.errors import LmforgeError
 
 
 class RayRun(LocalRun):
+    @staticmethod
+    def default_workers() -> int | None:
+        return None  # every CPU Ray sees
+
     def _start(self):
         try:
             import ray
@@ -46,3 +50,6 @@ class RayRun(LocalRun):
         dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map(unit)
         for row in dataset.iter_rows():
             yield json.loads(row["result"])
+
+
+ENGINES["ray"] = RayRun
