@@ -6,7 +6,8 @@ from lmforge.cli.main import app
 from lmforge.compress import QuantLinear
 from lmforge.errors import LmforgeError
 from lmforge.models import load_model
-from lmforge.runs import RunStore
+from lmforge.runs import CompressionResult, RunStore
+from lmforge.runs.hashing import content_hash
 
 FAST = ["--eval-windows", "0", "--seqlen", "32", "--arc-limit", "0", "--speed-tokens", "0"]
 
@@ -27,6 +28,12 @@ def test_compress_saves_a_packed_model_prints_the_table_and_records_a_run(tiny_f
     assert (tmp_path / "ct" / "config.json").is_file()
     (record,) = RunStore().list(command="compress")
     assert record.status == "ok" and "model" in record.artifacts
+    typed = record.result  # logged by the workflow's CompressionResult, not re-derived from flat metrics
+    assert isinstance(typed, CompressionResult) and typed.recipe["method"] == "gptq" and typed.recipe["group_size"] == 32
+    assert typed.base.hash == content_hash(tiny_folder) and typed.output.hash == content_hash(out)
+    assert typed.output.parameters == typed.base.parameters and typed.output.model_bytes < typed.base.model_bytes
+    assert typed.calibration.hash == content_hash(corpus) and typed.exports == {"compressed_tensors": str(tmp_path / "ct")}
+    assert typed.cost["compress_seconds"] > 0 and "compress_seconds" not in typed.output_metrics
 
 
 def test_bad_inputs_fail_before_any_work(tiny_folder, tmp_path):

@@ -94,16 +94,16 @@ def compress_command(
                 eval_windows=eval_windows or None, arc_limit=arc_limit or None, speed_tokens=speed_tokens,
                 threads=threads, progress=advance, say=lambda text: console.print(text, style="dim"), dtype=dtype, device=device,
             )
-        run.add_artifact("model", out_dir)
+        typed = result.pop("result")
         if compressed_tensors:
             export_compressed_tensors(*load_model(out_dir), compressed_tensors)
-            run.add_artifact("compressed_tensors", compressed_tensors)
+            typed.exports["compressed_tensors"] = str(compressed_tensors)
         if gguf:
             export_gguf(*load_model(out_dir), gguf)
-            run.add_artifact("gguf", gguf)
-        run.log_metrics({**{f"baseline.{k}": v for k, v in result["baseline"].items()},
-                         **{f"quantized.{k}": v for k, v in result["quantized"].items()},
-                         **{f"model.{k}": v for k, v in result["precision"].items()}})
+            typed.exports["gguf"] = str(gguf)
+        run.log_result(typed)
+        run.add_artifact("model", out_dir)
+        run.log_metrics({f"model.{k}": v for k, v in result["precision"].items()})
     regime = f"{method} int{bits} {'g' + str(group_size) if group_size else 'per-channel'} " \
              f"{'symmetric' if symmetric else 'asymmetric'}"
     print_table(f"{model}: original vs {regime}", ["metric", "original", "quantized"], comparison_rows(result))

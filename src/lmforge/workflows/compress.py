@@ -18,6 +18,7 @@ from lmforge.compress.storage.qlinear import QuantLinear
 from lmforge.compress.quantization.driver import is_quantized, plan, quantize
 from lmforge.compress.storage.serialize import save_quantized
 from lmforge.errors import LmforgeError
+from lmforge.runs import CompressionResult, DataRef, ModelRef, canonical_metrics
 
 
 def model_ram(model) -> int:
@@ -80,7 +81,8 @@ def compress_and_compare(
 ) -> dict[str, Any]:
     """Load ``model_source`` (in ``dtype``, on ``device``: see ``load_model``), measure it, quantize it with ``config``, save it to ``out_dir``, measure again.
 
-    Returns ``{"baseline": row, "quantized": row, "report": QuantReport dict, "out_dir": str}``.
+    Returns ``{"baseline": row, "quantized": row, "report": QuantReport dict, "out_dir": str, "result":
+    CompressionResult}``: the rows for tables and JSON, the typed result for the run store.
     """
     from lmforge.data import calibration_batches, load_corpus
     from lmforge.evaluate import peak_rss_bytes, reset_peak_rss
@@ -99,12 +101,15 @@ def compress_and_compare(
     if is_quantized(model):
         raise LmforgeError(f"{model_source} is already quantized; compress the full-precision model instead")
     plan(model, config)
-    calibration = None
+    calibration, calib_ref = None, None
     if config.needs_calibration:
-        calibration = calibration_batches(tokenizer, load_corpus(calib), calib_samples, seqlen, seed)
+        corpus = load_corpus(calib)
+        calibration = calibration_batches(tokenizer, corpus, calib_samples, seqlen, seed)
+        calib_ref = DataRef.describe(corpus.source) if corpus.source else DataRef(name=str(calib))
     measure_args = dict(eval_windows=eval_windows, seqlen=seqlen, arc_limit=arc_limit, speed_tokens=speed_tokens,
                         threads=threads, say=say)
     baseline = measure(model, tokenizer, folder=source_folder, **measure_args)
+    base_ref = ModelRef.describe(model, model_source, source_folder)  # before quantizing: it works in place
 
     say(f"quantizing with {config.method} ({config.bits}-bit, group {config.group_size or 'per-channel'}, "
         f"{'symmetric' if config.symmetric else 'asymmetric'})")
@@ -121,6 +126,14 @@ def compress_and_compare(
     held, full = quantized_part_ram(model)
     quantized.update(compress_seconds=seconds, peak_rss_bytes=peak, quantized_layers_bytes=held,
                      quantized_layers_fp32_bytes=full)
+    cost = {"compress_seconds": seconds, "peak_rss_bytes": peak}
+    result = CompressionResult(
+        base=base_ref, output=ModelRef.describe(model, str(out_dir) if out_dir else "(not saved)", out_dir),
+        recipe=config.to_dict(), base_metrics=canonical_metrics(baseline),
+        output_metrics=canonical_metrics({k: v for k, v in quantized.items() if k not in cost}), cost=cost,
+        details={"skipped": report.to_dict()["skipped"], "quantized_layers_bytes": held,
+                 "quantized_layers_fp32_bytes": full},
+        calibration=calib_ref)
     return {"baseline": baseline, "quantized": quantized, "report": report.to_dict(), "precision": precision(model),
             "out_dir": str(out_dir) if out_dir else None,
-            "source_quantization": source_meta.get("source_quantization")}
+            "source_quantization": source_meta.get("source_quantization"), "result": result}
