@@ -29,8 +29,11 @@ from lmforge.paths import data_dir
 from provenance import save_result
 
 ROOT = Path(__file__).resolve().parents[1]
-LLAMA_SCRIPT = """
+LLAMA_SCRIPT = f"""
 import json, statistics, sys, time
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from llama_cpp_plain import use_plain_cpu_buffers
+use_plain_cpu_buffers()  # llama.cpp's plain CPU kernels: its repacked AMX buffers crash on this CPU
 from llama_cpp import Llama
 path, threads, new_tokens, repeats, ids = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
 llm = Llama(model_path=path, n_threads=threads, n_ctx=len(ids) + new_tokens + 8, verbose=False)

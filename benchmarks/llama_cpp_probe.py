@@ -19,18 +19,12 @@ import time
 import numpy as np
 import llama_cpp
 
+from llama_cpp_plain import use_plain_cpu_buffers
+
 
 def load(path, threads, n_ctx=2048, logits_all=False, extra_buffers=True):
     if not extra_buffers:
-        # llama.cpp's repacked / AMX weight buffers crash (SIGSEGV) on some tiny test shapes on AMX CPUs; the plain
-        # CPU buffers compute the same products. Llama() builds its params from this function, so wrap it.
-        default = llama_cpp.llama_model_default_params
-
-        def plain():
-            params = default()
-            params.use_extra_bufts = False
-            return params
-        llama_cpp.llama_cpp.llama_model_default_params = llama_cpp.llama_model_default_params = plain
+        use_plain_cpu_buffers()
     return llama_cpp.Llama(model_path=path, n_ctx=n_ctx, n_batch=512, n_threads=threads, n_threads_batch=threads,
                            logits_all=logits_all, verbose=False)
 

@@ -100,20 +100,13 @@ def lmforge_server(model: str, threads: int, max_concurrent: int) -> Server:
                    "--max-queued", "256"], port, env)
 
 
-# llama-cpp-python 0.3.36 as built here segfaults in llama_decode on this CPU (AMX + AVX-512) while it uses
-# llama.cpp's "extra buffer types" (weights repacked for the AMX / AVX-512 kernels); with them off
-# (llama.cpp's --no-repack, `use_extra_bufts=False`) it runs. The Python binding has no argument for it, so the
-# server starts through this shim. It is llama.cpp's plain CPU kernel path: note it beside its numbers.
-LLAMA_SHIM = """
+# llama.cpp's server on its plain CPU buffers (see llama_cpp_plain.py; note it beside its numbers).
+LLAMA_SHIM = f"""
 import sys
-import llama_cpp.llama as binding
+sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+from llama_cpp_plain import use_plain_cpu_buffers
+use_plain_cpu_buffers()
 from llama_cpp.server.__main__ import main
-defaults = binding.llama_cpp.llama_model_default_params
-def without_extra_buffers():
-    params = defaults()
-    params.use_extra_bufts = False
-    return params
-binding.llama_cpp.llama_model_default_params = without_extra_buffers
 sys.argv[0] = "llama_cpp.server"
 main()
 """
