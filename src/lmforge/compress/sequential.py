@@ -312,3 +312,17 @@ def linear_input_stats(
         for handle in handles:
             handle.remove()
     return stats
+
+
+def hessians_by_group(layer: nn.Module, prefix: str, inputs: LayerInputs, wanted, true_sequential: bool,
+                      sink_share: float):
+    """(name, full name, Hessian) of each linear of ``layer`` whose full name (``prefix.name``) is in ``wanted``,
+    group by group (``linear_groups``), the Hessian sink-weighted. A generator: a group's inputs are measured only
+    after the caller has handled the previous group, so the linears it replaced feed the ones after them."""
+    for group in linear_groups(layer, inputs, true_sequential):
+        local = [n for n in group if f"{prefix}.{n}" in wanted]
+        if not local:
+            continue
+        stats = linear_input_stats(layer, inputs, local)
+        for name in local:
+            yield name, f"{prefix}.{name}", stats.pop(name).sink_weighted_hessian(sink_share)

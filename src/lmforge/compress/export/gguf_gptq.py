@@ -12,7 +12,7 @@ import torch
 from lmforge.compress.export.gguf_quants import BlockFormat
 from lmforge.compress.quantization.config import GPTQ
 from lmforge.compress.quantization.gptq import gptq_on
-from lmforge.compress.sequential import decoder_layers, layerwise, linear_groups, linear_input_stats
+from lmforge.compress.sequential import decoder_layers, hessians_by_group, layerwise
 
 
 def gptq_block_codes(model, calibration: torch.Tensor, formats: dict[str, BlockFormat], *,
@@ -28,19 +28,13 @@ def gptq_block_codes(model, calibration: torch.Tensor, formats: dict[str, BlockF
     results: dict[str, tuple] = {}
 
     def process_layer(index: int, layer, inputs) -> None:
-        for group in linear_groups(layer, inputs, settings.true_sequential):
-            local = [n for n in group if f"{prefixes[index]}.{n}" in formats]
-            if not local:
-                continue
-            stats = linear_input_stats(layer, inputs, local)
-            for name in local:
-                full = f"{prefixes[index]}.{name}"
-                linear, fmt = layer.get_submodule(name), formats[full]
-                hessian = stats.pop(name).sink_weighted_hessian(settings.sink_share)
-                codes, grid = gptq_on(linear.weight, hessian, fmt, settings.act_order, damp=settings.damp,
-                                      block_size=settings.block_size, name=full)
-                linear.weight.copy_(fmt.decode(codes, grid).to(linear.weight.dtype))
-                results[full] = (codes, grid)
+        for name, full, hessian in hessians_by_group(layer, prefixes[index], inputs, formats,
+                                                     settings.true_sequential, settings.sink_share):
+            linear, fmt = layer.get_submodule(name), formats[full]
+            codes, grid = gptq_on(linear.weight, hessian, fmt, settings.act_order, damp=settings.damp,
+                                  block_size=settings.block_size, name=full)
+            linear.weight.copy_(fmt.decode(codes, grid).to(linear.weight.dtype))
+            results[full] = (codes, grid)
 
     with torch.no_grad():
         layerwise(model, calibration, process_layer, batch_size=1, progress=progress)

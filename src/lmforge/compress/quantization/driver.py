@@ -22,7 +22,8 @@ from lmforge.compress.quantization.gptq import gptq
 from lmforge.compress.storage.pages import release_file_pages
 from lmforge.compress.storage.qlinear import QuantEmbedding, QuantLinear
 from lmforge.compress.quantization.rtn import rtn
-from lmforge.compress.sequential import LayerInputs, decoder_layers, layerwise, linear_groups, linear_input_stats
+from lmforge.compress.sequential import (LayerInputs, decoder_layers, hessians_by_group, layerwise, linear_groups,
+                                         linear_input_stats)
 from lmforge.errors import LmforgeError
 from lmforge.models.linears import is_linear, linear_features, linear_weight
 
@@ -208,19 +209,14 @@ def _own_remaining_tensors(model: nn.Module) -> None:
 
 
 def _gptq_layer(layer, prefix, inputs, config: GPTQ, todo: set[str], report: QuantReport) -> None:
-    for group in linear_groups(layer, inputs, config.true_sequential):
-        local = [n for n in group if f"{prefix}.{n}" in todo]
-        if not local:
-            continue
-        stats = linear_input_stats(layer, inputs, local)
-        for name in local:
-            full = f"{prefix}.{name}"
-            linear = layer.get_submodule(name)
-            codes, scale, zero = gptq(linear_weight(linear), stats.pop(name).sink_weighted_hessian(config.sink_share), config.bits, config.group_size,
-                                      config.symmetric, config.act_order, config.damp, config.block_size, name=full)
-            _set_module(layer, name, QuantLinear.from_codes(codes, scale, zero, config.bits, linear.bias))
-            todo.discard(full)
-            report.quantized[full] = {"method": "gptq"}
+    for name, full, hessian in hessians_by_group(layer, prefix, inputs, set(todo), config.true_sequential,
+                                                 config.sink_share):
+        linear = layer.get_submodule(name)
+        codes, scale, zero = gptq(linear_weight(linear), hessian, config.bits, config.group_size,
+                                  config.symmetric, config.act_order, config.damp, config.block_size, name=full)
+        _set_module(layer, name, QuantLinear.from_codes(codes, scale, zero, config.bits, linear.bias))
+        todo.discard(full)
+        report.quantized[full] = {"method": "gptq"}
 
 
 def _norm_producers(layer: nn.Module, inputs: LayerInputs, names: list[str]) -> dict[str, nn.Module | None]:
