@@ -29,9 +29,9 @@ from lmforge.paths import data_dir
 from provenance import save_result
 
 ROOT = Path(__file__).resolve().parents[1]
-LLAMA_SCRIPT = f"""
+LLAMA_SCRIPT = """
 import json, statistics, sys, time
-sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+sys.path.insert(0, BENCHMARKS)
 from llama_cpp_plain import use_plain_cpu_buffers
 use_plain_cpu_buffers()  # llama.cpp's plain CPU kernels: its repacked AMX buffers crash on this CPU
 from llama_cpp import Llama
@@ -51,7 +51,7 @@ run(4)
 firsts = [run(1)[0] for _ in range(repeats)]
 fulls = [run(new_tokens) for _ in range(repeats)]
 print(json.dumps({"t_1": statistics.median(firsts), "t_new": statistics.median(t for t, _ in fulls), "tokens": fulls[0][1]}))
-"""
+""".replace("BENCHMARKS", repr(str(Path(__file__).resolve().parent)))
 
 
 def timed(fn, repeats: int) -> float:

@@ -254,7 +254,7 @@ def prepare_models(work: Path, model_name: str) -> dict[str, Path]:
     model, tokenizer = load_model(model_name)
     quantize(model, RTN(bits=4, group_size=64, symmetric=True, lm_head_bits=8))
     folder = save_quantized(model, tokenizer, work / "int4-head8")
-    gguf = export_gguf(model, tokenizer, work / "int4-head8.gguf")
+    gguf = export_gguf(model, tokenizer, work / "int4-head8.gguf").path
     return {"fp32": zoo_path(model_name), "int4": folder, "gguf": gguf}
 
 
