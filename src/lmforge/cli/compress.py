@@ -6,7 +6,8 @@ from typing import Any
 
 import typer
 
-from lmforge.cli.common import console, device_option, dtype_option, human_bytes, print_table, progress_bar, save_json
+from lmforge.cli.common import (check_at_least, check_output_file, check_outputs, console, device_option, dtype_option, human_bytes, overwrite_option,
+                                print_table, progress_bar, save_json)
 from lmforge.compress.quantization.config import METHODS
 from lmforge.errors import LmforgeError
 from lmforge.runs import record_run
@@ -63,6 +64,7 @@ def compress_command(
                                            help="also export to this folder in compressed-tensors format (transformers, vLLM)"),
     gguf: str = typer.Option(None, "--gguf", help="also export to this .gguf file for llama.cpp (int4 or int8, group size a multiple of 32; other GGUF types: lmforge export)"),
     json_out: str = typer.Option(None, "--json", help="also write the comparison as JSON"),
+    overwrite: bool = overwrite_option(),
     dtype: str = dtype_option(),
     device: str = device_option(),
 ) -> dict[str, Any]:
@@ -74,14 +76,19 @@ def compress_command(
 
     if method not in METHODS:
         raise LmforgeError(f"unknown method '{method}'; use one of: {', '.join(METHODS)}")
+    check_at_least(1, calib_samples=calib_samples, seqlen=seqlen, threads=threads)
+    check_at_least(0, group_size=group_size, eval_windows=eval_windows, arc_limit=arc_limit, speed_tokens=speed_tokens)
+    check_outputs(out, "model", overwrite, files=[json_out], inputs=[model])
+    if gguf:  # fail before quantizing, not after
+        ggml_type(bits, group_size or None, symmetric, "--gguf")
+        check_output_file(gguf, overwrite, inputs=[model])
+    check_outputs(compressed_tensors, "model", overwrite, inputs=[model])
     options: dict[str, Any] = {"bits": bits, "group_size": group_size or None, "symmetric": symmetric,
                                "skip": tuple(skip), "skip_bad_groups": skip_bad_groups, "lm_head_bits": lm_head_bits,
                                "share_embeddings": share_embeddings}
     if method == "gptq":
         options.update(act_order=act_order, sink_share=sink_share, true_sequential=true_sequential)
     config = METHODS[method](**options)
-    if gguf:
-        ggml_type(bits, group_size or None, symmetric, "--gguf")  # fail before quantizing, not after
     if share_embeddings and (gguf or compressed_tensors):
         raise LmforgeError("--share-embeddings cannot be exported (--gguf, --compressed-tensors): drop one or the other")
     settings = {"model": model, **config.to_dict(), "calib": calib, "calib_samples": calib_samples, "seqlen": seqlen,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import device_option, dtype_option, human_bytes, print_table, progress_bar, record_precision, save_json
+from lmforge.cli.common import (check_at_least, check_fraction, check_outputs, device_option, dtype_option, human_bytes,
+                                overwrite_option, print_table, progress_bar, record_precision, save_json)
 from lmforge.runs import record_run
 
 
@@ -32,6 +33,7 @@ def prune_command(
     quantize_bits: int = typer.Option(None, "--quantize-bits", help="then quantize the survivors (RTN, symmetric), e.g. 4"),
     group_size: int = typer.Option(64, help="group size for --quantize-bits"),
     json_out: Path = typer.Option(None, "--json", help="also write the summary as JSON"),
+    overwrite: bool = overwrite_option(),
     dtype: str = dtype_option(),
     device: str = device_option(),
 ) -> None:
@@ -40,6 +42,11 @@ def prune_command(
     from lmforge.models import load_model, model_input
     from lmforge.workflows.prune import calibration, prune_model, save_compressed
 
+    check_fraction("--sparsity", sparsity)
+    check_fraction("--heads", heads)
+    check_fraction("--mlp", mlp)
+    check_at_least(1, samples=samples, seqlen=seqlen, group_size=group_size, quantize_bits=quantize_bits)
+    check_outputs(out, "model", overwrite, files=[json_out], inputs=[model])
     extra = {"sink_share": sink_share} if method in {"sparsegpt", "structured"} else {}
     settings = {"method": method, "sparsity": sparsity, "pattern": pattern, "heads": heads, "mlp": mlp,
                 "reconstruct": reconstruct, "calib": calib,

@@ -240,10 +240,12 @@ def plain_copy(model):
     return fresh.eval()
 
 
-def save_model(model, tokenizer, out_dir: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-    """Save as a Hugging Face folder with safetensors weights, atomically (temp folder, then rename)."""
+def save_model(model, tokenizer, out_dir: str | os.PathLike, metadata: dict[str, Any] | None = None, *,
+               overwrite: bool = False) -> Path:
+    """Save as a Hugging Face folder with safetensors weights, atomically (temp folder, then rename); an existing
+    lmforge model folder is replaced only with ``overwrite``, any other folder never."""
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "model", overwrite) as tmp:
         plain_copy(model).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if metadata:
@@ -326,7 +328,7 @@ def pull(name: str, *, force: bool = False, progress=print) -> Path:
         metadata = {"zoo": name, "source": "hub", "hub_id": entry.hub_id, "source_quantization": None}
     elif (older := _older_copy(entry)) is not None and not force:
         progress(f"copying {entry.weights} from {older}, where an older lmforge cached it")
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, "model", overwrite=True) as tmp:
             shutil.copytree(older, tmp, dirs_exist_ok=True)
             write_json(Path(tmp) / METADATA_FILE, {**read_metadata(older), "zoo": name, "weights": entry.weights,
                                                    "license": entry.license, "weights_hash": _weights_hash(Path(tmp))})
@@ -351,7 +353,7 @@ def pull(name: str, *, force: bool = False, progress=print) -> Path:
             "source_quantization": gguf_source_quantization(gguf_cached),
         }
     metadata.update(weights=entry.weights, license=entry.license)
-    save_model(model, tokenizer, target, metadata)
+    save_model(model, tokenizer, target, metadata, overwrite=True)  # the cache is lmforge's own
     write_json(target / METADATA_FILE, {**read_metadata(target), "weights_hash": _weights_hash(target)})
     progress(f"saved to {target}")
     return target
