@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import Text, console, fmt, print_table, save_json
+from lmforge.cli.common import Text, check_outputs, console, fmt, print_table, save_json
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +30,7 @@ def report_command(
     from lmforge.report.build import card_target, report_summary
     from lmforge.runs import RunStore, record_run
 
+    check_outputs(files=[out, None if model_card in ("auto", "none") else model_card])
     run_store = RunStore(store)
     card_path = None if model_card == "none" else model_card
     stated = load_card(card)
