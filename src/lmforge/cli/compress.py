@@ -72,12 +72,13 @@ def compress_command(
     from lmforge.workflows.compress import compress_and_compare
     from lmforge.compress.export.compressed_tensors import export_compressed_tensors
     from lmforge.compress.export.gguf import export_gguf, ggml_type
-    from lmforge.models import load_model, model_input
+    from lmforge.models import check_seqlen, load_model, model_input
 
     if method not in METHODS:
         raise LmforgeError(f"unknown method '{method}'; use one of: {', '.join(METHODS)}")
     check_at_least(1, calib_samples=calib_samples, seqlen=seqlen, threads=threads)
     check_at_least(0, group_size=group_size, eval_windows=eval_windows, arc_limit=arc_limit, speed_tokens=speed_tokens)
+    check_seqlen(model, seqlen)
     check_outputs(out, "model", overwrite, files=[json_out], inputs=[model])
     if gguf:  # fail before quantizing, not after
         ggml_type(bits, group_size or None, symmetric, "--gguf")
@@ -111,8 +112,7 @@ def compress_command(
         run.log_metrics({**{f"baseline.{k}": v for k, v in result["baseline"].items()},
                          **{f"quantized.{k}": v for k, v in result["quantized"].items()},
                          **{f"model.{k}": v for k, v in result["precision"].items()}})
-    regime = f"{method} int{bits} {'g' + str(group_size) if group_size else 'per-channel'} " \
-             f"{'symmetric' if symmetric else 'asymmetric'}"
+    regime = f"{method} int{bits} {'g' + str(group_size) if group_size else 'per-channel'} {'symmetric' if symmetric else 'asymmetric'}"
     print_table(f"{model}: original vs {regime}", ["metric", "original", "quantized"], comparison_rows(result))
     skipped = result["report"]["skipped"]
     if skipped:

@@ -39,7 +39,7 @@ def prune_command(
 ) -> None:
     """Prune a model (unstructured, N:M or structured) and save it; sparse weights are stored as bitmask + values."""
     from lmforge.compress import config_from_dict
-    from lmforge.models import load_model, model_input
+    from lmforge.models import check_seqlen, load_model, model_input
     from lmforge.workflows.prune import calibration, prune_model, save_compressed
 
     check_fraction("--sparsity", sparsity)
@@ -47,6 +47,7 @@ def prune_command(
     check_fraction("--mlp", mlp)
     check_at_least(1, samples=samples, seqlen=seqlen, group_size=group_size, quantize_bits=quantize_bits)
     check_outputs(out, "model", overwrite, files=[json_out], inputs=[model])
+    check_seqlen(model, seqlen)
     extra = {"sink_share": sink_share} if method in {"sparsegpt", "structured"} else {}
     settings = {"method": method, "sparsity": sparsity, "pattern": pattern, "heads": heads, "mlp": mlp,
                 "reconstruct": reconstruct, "calib": calib,

@@ -89,18 +89,9 @@ class Pipeline:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "Pipeline":
-        import yaml
+        from lmforge.io import read_yaml_mapping
 
-        path = Path(path)
-        if not path.is_file():
-            raise LmforgeError(f"pipeline file not found: {path}")
-        try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise LmforgeError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(config, dict):
-            raise LmforgeError(f"{path} must be a mapping with input, steps and output")
-        return cls.from_dict(config)
+        return cls.from_dict(read_yaml_mapping(path, "pipeline file", "a mapping with input, steps and output"))
 
     def keys(self) -> list[str]:
         """A unique, ordered key per step: '03-gopher_quality' (exclusion folders, stats)."""
