@@ -115,6 +115,12 @@ def _protected(path: Path, inputs: Iterable[str | os.PathLike]) -> str | None:
     return None
 
 
+def refuse_protected(path: str | os.PathLike, kind: str, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    """A one-line error if ``path`` is a folder no command may replace (see ``check_output_dir``)."""
+    if why := _protected(Path(path).resolve(), inputs):
+        raise LmforgeError(f"refusing to write the {kind} into {path}: {why}; choose a new folder, e.g. {Path(path) / 'out'}")
+
+
 def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     """Fail now, in one line, if ``path`` (a file or folder to be written later) cannot be written."""
     path = Path(path)
@@ -140,8 +146,7 @@ def check_output_dir(path: str | os.PathLike, kind: str, overwrite: bool = False
     resolved = path.resolve()
     if path.exists() and not path.is_dir():
         raise LmforgeError(f"{path} is a file, not a folder; choose a folder path for the {kind}")
-    if why := _protected(resolved, inputs):
-        raise LmforgeError(f"refusing to write the {kind} into {path}: {why}; choose a new folder, e.g. {path / 'out'}")
+    refuse_protected(path, kind, inputs)
     if path.is_dir() and any(p.name != ARTIFACT_FILE for p in path.iterdir()):
         there = artifact_kind(path)
         if there != kind:

@@ -37,7 +37,7 @@ import numpy as np
 from lmforge.data.curate.base import Document, Drop, GlobalStep, Step, StepStats, build_step
 from lmforge.data.curate.readers import Input, ShardReader
 from lmforge.errors import LmforgeError
-from lmforge.io import artifact_kind, atomic_path, check_output_dir, mark_artifact, write_json
+from lmforge.io import artifact_kind, atomic_path, check_output_dir, mark_artifact, refuse_protected, write_json
 from lmforge.runs.hashing import content_hash
 
 log = logging.getLogger(__name__)
@@ -288,6 +288,7 @@ class LocalRun:
         config_path = self.work / "pipeline.json"
         self.shards = self.pipeline.input.shard_files()
         files = [file for shard in self.shards for file in shard]
+        refuse_protected(self.out, KIND, files)
         ours = config_path.exists() or artifact_kind(self.out) == KIND or (self.work.is_dir() and  # "work" alone: killed at start
                                                                           {p.name for p in self.out.iterdir()} == {"work"})
         if self.out.exists() and not ours and any(self.out.iterdir()):
