@@ -1,0 +1,208 @@
+"""kill -9 in the middle of long commands, then a rerun: no process left behind, no half output, the rerun's
+output equal to an uninterrupted run's, and the killed run recorded as `killed`.
+
+The commands run as a user runs them, in a child process through ``lmforge.cli.main``; a small prelude slows one
+spot (a curation step, the last moment of a folder write) so the kill lands where the test says."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from .conftest import tree_hash
+
+PRELUDE = textwrap.dedent("""
+    import os, sys, time
+    from dataclasses import dataclass
+    from lmforge.data.curate import Step
+
+    @dataclass
+    class Slow(Step):
+        name = "slow_test_step"
+        def process(self, doc):
+            time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
+
+    if os.environ.get("SLOW_SAVE"):  # a folder write that holds still once its temp folder is full
+        import lmforge.io as io
+        real = io.mark_artifact
+        def slow_mark(folder, kind):
+            if kind == "model":
+                time.sleep(float(os.environ["SLOW_SAVE"]))
+            real(folder, kind)
+        io.mark_artifact = slow_mark
+
+    from lmforge.cli.main import main
+    sys.argv = ["lmforge", *sys.argv[1:]]
+    main()
+""")
+
+
+@pytest.fixture
+def child(tmp_path):
+    """``child(args, env=..)``: a running `lmforge ARGS` child process (its own session, so cleanup can reach it)."""
+    script = tmp_path / "lmforge_child.py"
+    script.write_text(PRELUDE)
+    started = []
+
+    def start(args, **env):
+        process = subprocess.Popen([sys.executable, str(script), *map(str, args)], start_new_session=True,
+                                   env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), **env},
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:  # whatever a failed assertion left running
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        process.wait()
+
+
+def living_processes(marker: str) -> list[int]:
+    """Processes (zombies aside: they hold nothing) whose command line names ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().decode(errors="replace")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmdline and state not in ("Z", "X"):
+            found.append(int(entry.name))
+    return found
+
+
+def wait_until(condition, timeout=90.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def finish(process, timeout=300):
+    out, err = process.communicate(timeout=timeout)
+    assert process.returncode == 0, (out + err)[-3000:]
+    assert "Traceback" not in err
+    return out
+
+
+def write_corpus(folder: Path, files: int = 6, docs: int = 16, seed: int = 0) -> None:
+    rng = random.Random(seed)
+    words = "river stone garden window market teacher evening winter summer harbor candle forest silver".split()
+    folder.mkdir(parents=True, exist_ok=True)
+    for part in range(files):
+        with open(folder / f"part{part}.jsonl", "w", encoding="utf-8") as handle:
+            for i in range(docs):
+                text = " ".join(" ".join(rng.choice(words) for _ in range(10)).capitalize() + "." for _ in range(8))
+                handle.write(json.dumps({"id": f"p{part}-{i}", "text": text}) + "\n")
+
+
+def pipeline_file(path: Path, corpus: Path, out: Path, slow: bool) -> Path:
+    steps = ["gopher_quality", *(["slow_test_step"] if slow else []), "exact_dedup", "minhash_dedup", "pii"]
+    path.write_text(json.dumps({"input": {"paths": [str(corpus)], "shards": 6}, "steps": steps,
+                                "output": {"dir": str(out), "format": "jsonl"}}))
+    return path
+
+
+def outputs(out: Path) -> dict[str, str]:
+    files = sorted((out / "data").glob("*")) + sorted((out / "exclusions").rglob("*.jsonl"))
+    return {str(f.relative_to(out)): f.read_text() for f in files}
+
+
+@pytest.mark.parametrize("kill_after_markers", [1, 4, 6], ids=["first-shard", "mid-stage", "at-the-global-step"])
+def test_kill_9_of_data_run_with_workers_leaves_no_process_and_resumes_to_the_same_output(
+        kill_after_markers, tmp_path, child, lmforge):
+    corpus = tmp_path / "in"
+    write_corpus(corpus)
+    # the slow step is only a way to time the kill; the reference run has it too, so outputs compare one to one
+    whole = pipeline_file(tmp_path / "whole.yaml", corpus, tmp_path / "whole", slow=True)
+    killed = pipeline_file(tmp_path / "killed.yaml", corpus, tmp_path / "killed", slow=True)
+    finish(child(["data", "run", whole, "--workers", "2", "--no-card"]))
+
+    process = child(["data", "run", killed, "--workers", "2", "--no-card"], SLOW_SECONDS="0.03")
+    done = tmp_path / "killed" / "work" / "done"
+    assert wait_until(lambda: len(list(done.glob("stage0-*.json"))) >= kill_after_markers), process.stderr.read()
+    os.kill(process.pid, signal.SIGKILL)  # the parent only: its workers must follow by themselves
+    process.wait()
+    time.sleep(5)
+    assert living_processes(str(killed)) == []
+    assert not (tmp_path / "killed" / "stats.json").exists()
+
+    listed = lmforge("runs", "list", "--command", "data run")
+    assert "killed" in listed.out, listed.out
+
+    finish(child(["data", "run", killed, "--workers", "2", "--no-card"]))
+    assert outputs(tmp_path / "killed") == outputs(tmp_path / "whole")
+    assert not list((tmp_path / "killed").rglob("*.tmp"))
+
+
+def test_a_changed_input_file_changes_the_output_and_an_unchanged_one_resumes(tmp_path, child):
+    corpus = tmp_path / "in"
+    write_corpus(corpus)
+    pipeline = pipeline_file(tmp_path / "p.yaml", corpus, tmp_path / "out", slow=False)
+    finish(child(["data", "run", pipeline, "--workers", "2", "--no-card"]))
+    first = outputs(tmp_path / "out")
+    finish(child(["data", "run", pipeline, "--workers", "2", "--no-card"]))  # unchanged: resumes, same output
+    assert outputs(tmp_path / "out") == first
+
+    with open(corpus / "part2.jsonl", "a", encoding="utf-8") as handle:
+        handle.write(json.dumps({"id": "new-doc", "text": "A lantern glowed by the harbor all evening long. " * 12}) + "\n")
+    finish(child(["data", "run", pipeline, "--workers", "2", "--no-card"]))
+    changed = outputs(tmp_path / "out")
+    assert changed != first and "new-doc" in "".join(changed.values())
+
+
+def test_kill_9_while_compress_writes_its_folder_leaves_no_half_folder_and_the_rerun_works(tmp_path, child, tiny_folder):
+    from lmforge.models import load_model
+
+    out = tmp_path / "q"
+    args = ["compress", tiny_folder, "--method", "rtn", "--group-size", "32", "--calib", tiny_folder / "config.json",
+            "--seqlen", "16", "--eval-windows", "0", "--arc-limit", "0", "--speed-tokens", "0", "--threads", "1",
+            "-o", out]
+    process = child(args, SLOW_SAVE="60")
+    temps = lambda: list(tmp_path.glob(".q.*.tmp"))  # noqa: E731
+    assert wait_until(lambda: any((t / "config.json").exists() for t in temps()), timeout=120), process.stderr.read()
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not out.exists() and temps()  # killed before the rename: no folder that looks complete
+
+    finish(child(args))
+    model, _ = load_model(out)
+    assert model is not None and not temps()  # the dead run's temp folder was cleaned
+    before = tree_hash(out)
+    rerun = child(args)
+    rerun.wait(timeout=300)
+    assert rerun.returncode == 2 and "--overwrite" in rerun.stderr.read() and tree_hash(out) == before
+
+
+def test_kill_9_of_train_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path, child, workspace):
+    args = ["train", "--preset", "1m", "--corpus", workspace / "corpus.txt", "--steps", "6", "--batch-size", "2",
+            "--context-length", "32", "--checkpoint-interval", "2", "--threads", "1", "--seed", "0"]
+    finish(child([*args, "-o", tmp_path / "whole", "--json", tmp_path / "whole.json"]))
+
+    out = tmp_path / "killed"
+    process = child([*args, "-o", out])
+    assert wait_until(lambda: (out / "checkpoints" / "step-000002").is_dir() or process.poll() is not None)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (out / "model").exists() or (out / "model" / "config.json").is_file()
+
+    finish(child([*args, "-o", out, "--resume", out, "--json", tmp_path / "resumed.json"]))
+    whole, resumed = (json.loads((tmp_path / name).read_text()) for name in ("whole.json", "resumed.json"))
+    assert resumed["final_train_loss"] == pytest.approx(whole["final_train_loss"], rel=1e-5)
+    assert (out / "model" / "config.json").is_file() and not list(tmp_path.rglob("*.tmp"))
