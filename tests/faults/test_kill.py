@@ -31,12 +31,14 @@ PRELUDE = textwrap.dedent("""
         def process(self, doc):
             time.sleep(float(os.environ.get("SLOW_SECONDS", "0")))
 
-    if os.environ.get("SLOW_SAVE"):  # a folder write that holds still once its temp folder is full
+    if os.environ.get("SLOW_SAVE"):  # the SLOW_AFTER-th write of a SLOW_KIND folder holds still once its temp is full
         import lmforge.io as io
-        real = io.mark_artifact
+        real, calls = io.mark_artifact, []
         def slow_mark(folder, kind):
-            if kind == "model":
-                time.sleep(float(os.environ["SLOW_SAVE"]))
+            if kind == os.environ.get("SLOW_KIND", "model"):
+                calls.append(folder)
+                if len(calls) >= int(os.environ.get("SLOW_AFTER", "1")):
+                    time.sleep(float(os.environ["SLOW_SAVE"]))
             real(folder, kind)
         io.mark_artifact = slow_mark
 
@@ -137,6 +139,7 @@ def test_kill_9_of_data_run_with_workers_leaves_no_process_and_resumes_to_the_sa
     process = child(["data", "run", killed, "--workers", "2", "--no-card"], SLOW_SECONDS="0.03")
     done = tmp_path / "killed" / "work" / "done"
     assert wait_until(lambda: len(list(done.glob("stage0-*.json"))) >= kill_after_markers), process.stderr.read()
+    assert process.poll() is None  # killed mid-run, not after it
     os.kill(process.pid, signal.SIGKILL)  # the parent only: its workers must follow by themselves
     process.wait()
     time.sleep(5)
@@ -177,6 +180,7 @@ def test_kill_9_while_compress_writes_its_folder_leaves_no_half_folder_and_the_r
     process = child(args, SLOW_SAVE="60")
     temps = lambda: list(tmp_path.glob(".q.*.tmp"))  # noqa: E731
     assert wait_until(lambda: any((t / "config.json").exists() for t in temps()), timeout=120), process.stderr.read()
+    assert process.poll() is None
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not out.exists() and temps()  # killed before the rename: no folder that looks complete
@@ -196,11 +200,13 @@ def test_kill_9_of_train_after_a_checkpoint_then_resume_matches_an_uninterrupted
     finish(child([*args, "-o", tmp_path / "whole", "--json", tmp_path / "whole.json"]))
 
     out = tmp_path / "killed"
-    process = child([*args, "-o", out])
-    assert wait_until(lambda: (out / "checkpoints" / "step-000002").is_dir() or process.poll() is not None)
+    process = child([*args, "-o", out], SLOW_SAVE="60", SLOW_KIND="checkpoint", SLOW_AFTER="2")
+    checkpoints = out / "checkpoints"
+    assert wait_until(lambda: list(checkpoints.glob(".step-000004.*.tmp")) and (checkpoints / "step-000002").is_dir())
+    assert process.poll() is None  # killed while it wrote its second checkpoint
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    assert not (out / "model").exists() or (out / "model" / "config.json").is_file()
+    assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-000002"] and not (out / "model").exists()
 
     finish(child([*args, "-o", out, "--resume", out, "--json", tmp_path / "resumed.json"]))
     whole, resumed = (json.loads((tmp_path / name).read_text()) for name in ("whole.json", "resumed.json"))
