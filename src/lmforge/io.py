@@ -7,6 +7,7 @@ the same kind (a marker file says which) and the caller asked for it (``overwrit
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import re
@@ -194,7 +195,13 @@ def atomic_dir(path: str | os.PathLike, kind: str = "folder", overwrite: bool = 
     clean_stale_temps(path)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
+        try:
+            yield tmp
+        except Exception as exc:
+            if not isinstance(exc, (OSError, LmforgeError)) and "I/O error" in str(exc):
+                # safetensors' Rust writer reports a full or failing disk as text: make it the OSError it is
+                raise OSError(errno.EIO, str(exc).rsplit("I/O error: ", 1)[-1], str(path)) from exc
+            raise
         mark_artifact(tmp, kind)
         tmp.chmod(0o777 & ~_umask())
         if path.exists():
