@@ -117,14 +117,28 @@ CASES = [
     ("data-run-o-user-folder", ["data", "run", "{pipeline}", "-o", "d"], "not a pipeline output"),
     ("data-run-o-user-folder-overwrite", ["data", "run", "{pipeline}", "-o", "d", "--overwrite"], "not a pipeline output"),
     ("data-run-o-cwd", ["data", "run", "{pipeline}", "-o", ".", "--overwrite"], "working directory"),
+    ("data-run-workers-0", ["data", "run", "{pipeline}", "--workers", "0"], "--workers"),
+    ("data-run-workers-negative", ["data", "run", "{pipeline}", "--workers", "-2"], "--workers"),
+    ("runs-list-limit-0", ["runs", "list", "--limit", "0"], "--limit"),
+    ("runs-show-unknown", ["runs", "show", "nope"], "nope"),
     ("models-pull-unknown", ["models", "pull", "no-such-model"], "unknown zoo model"),
+    ("models-info-missing", ["models", "info", "no/such/folder/x"], "model not found"),
+    ("model-safetensors-header-a-list", ["eval", "{bad_header}", "--limit", "1"], "not an object"),
+    ("model-safetensors-unknown-dtype", ["eval", "{bad_dtype}", "--limit", "1"], "unknown dtype"),
+    ("model-safetensors-truncated", ["eval", "{truncated}", "--limit", "1"], "truncated"),
+    ("model-config-does-not-match-weights", ["eval", "{mismatched}", "--limit", "1", "--task", "corpus.txt"],
+     "do not match its config.json"),
 ]
 
 
-def _files(root):
-    """Config files the cases name, written outside the project folder (so the project's hash covers only it)."""
-    root.mkdir(exist_ok=True)
-    pipeline = "input:\n  paths: [{corpus}]\nsteps:\n  - {step}\noutput:\n  dir: {out}\n"
+@pytest.fixture(scope="module")
+def configs(tmp_path_factory):
+    """Config files and damaged models the cases name, made once and kept outside the project folder (so the
+    project's hash covers only the project)."""
+    root = tmp_path_factory.mktemp("configs")
+    corpus = root / "corpus.txt"
+    corpus.write_text(("Rocks are worn down by wind and water. " * 20 + "\n") * 10)
+    pipeline = f"input:\n  paths: [{corpus}]\nsteps:\n  - {{step}}\noutput:\n  dir: {root / 'curated'}\n"
     files = {
         "bad_lr": "lr: abc\nmax_steps: 2\n",
         "unknown_field": "learning_rate: 0.1\n",
@@ -135,23 +149,56 @@ def _files(root):
     paths = {}
     for name, text in files.items():
         paths[name] = root / f"{name}.yaml"
-        paths[name].write_text(text.replace("{out}", str(root / "curated")), encoding="utf-8")
+        paths[name].write_text(text, encoding="utf-8")
     paths["latin1"] = root / "latin1.yaml"
     paths["latin1"].write_bytes("lr: 0.1  # caf\xe9\n".encode("latin-1"))
-    return paths
+    return {**paths, **_damaged_models(root)}
+
+
+def _damaged_models(root):
+    """Copies of the tiny model with one thing wrong each: the safetensors header, a dtype, the length, config.json."""
+    import json
+    import shutil
+    import struct
+
+    from lmforge.models import save_model, tiny_model_and_tokenizer
+
+    source = root / "good-model"
+    if not source.exists():
+        save_model(*tiny_model_and_tokenizer(["Rocks are worn down by wind and water."] * 3, seed=0), source)
+    weights = (source / "model.safetensors").read_bytes()
+    (length,) = struct.unpack("<Q", weights[:8])
+    header = json.loads(weights[8:8 + length])
+
+    def variant(name, data=None, config=None):
+        folder = root / name
+        shutil.copytree(source, folder, dirs_exist_ok=True)
+        if data is not None:
+            (folder / "model.safetensors").write_bytes(data)
+        if config is not None:
+            (folder / "config.json").write_text(json.dumps(config))
+        return folder
+
+    def with_header(value):
+        text = json.dumps(value).encode()
+        return struct.pack("<Q", len(text)) + text + weights[8 + length:]
+
+    first = next(k for k in header if k != "__metadata__")
+    config = json.loads((source / "config.json").read_text())
+    return {
+        "bad_header": variant("bad-header", with_header([])),
+        "bad_dtype": variant("bad-dtype", with_header({**header, first: {**header[first], "dtype": "F13"}})),
+        "truncated": variant("truncated", weights[: len(weights) // 2]),
+        "mismatched": variant("mismatched", config={**config, "intermediate_size": config["intermediate_size"] * 2}),
+    }
 
 
 @pytest.mark.parametrize("args,match", [case[1:] for case in CASES], ids=[case[0] for case in CASES])
-def test_bad_input_fails_in_one_line_and_changes_nothing(args, match, lmforge, workspace, tiny_folder, tmp_path):
+def test_bad_input_fails_in_one_line_and_changes_nothing(args, match, lmforge, workspace, tiny_folder, configs):
     import os
 
-    paths = _files(tmp_path / "configs")
-    values = {"model": tiny_folder, "home": os.environ["LMFORGE_HOME"], **paths}
+    values = {"model": tiny_folder, "home": os.environ["LMFORGE_HOME"], **configs}
     args = [a.format(**values) for a in args]
-    args = [str(a).replace("{corpus}", str(workspace / "corpus.txt")) for a in args]
-    for path in paths.values():
-        path.write_text(path.read_text(encoding="latin-1").replace("{corpus}", str(workspace / "corpus.txt")),
-                        encoding="latin-1")
     model_before, project_before = tree_hash(tiny_folder), tree_hash(workspace)
     outcome = lmforge(*args)
     assert_one_line_error(outcome, 2, match)
