@@ -53,7 +53,7 @@ def compress_command(
     skip_bad_groups: bool = typer.Option(False, help="keep layers whose width the group size does not divide, instead of failing"),
     calib: str = typer.Option("web_articles", help="calibration corpus: a named data set or a path"),
     calib_samples: int = typer.Option(128, help="calibration samples"),
-    seqlen: int = typer.Option(2048, help="tokens per calibration sample and per perplexity window"),
+    seqlen: int = typer.Option(None, help="tokens per calibration sample and perplexity window (default 2048, or the model's context)"),
     seed: int = typer.Option(0, help="calibration sampling seed"),
     out: str = typer.Option(None, "-o", "--out", help="folder for the quantized model (default: the run's artifacts)"),
     eval_windows: int = typer.Option(8, help="wikitext2 windows to score before and after (0: skip)"),
@@ -72,13 +72,13 @@ def compress_command(
     from lmforge.workflows.compress import compress_and_compare
     from lmforge.compress.export.compressed_tensors import export_compressed_tensors
     from lmforge.compress.export.gguf import export_gguf, ggml_type
-    from lmforge.models import check_seqlen, load_model, model_input
+    from lmforge.models import fit_seqlen, load_model, model_input
 
     if method not in METHODS:
         raise LmforgeError(f"unknown method '{method}'; use one of: {', '.join(METHODS)}")
     check_at_least(1, calib_samples=calib_samples, seqlen=seqlen, threads=threads)
     check_at_least(0, group_size=group_size, eval_windows=eval_windows, arc_limit=arc_limit, speed_tokens=speed_tokens)
-    check_seqlen(model, seqlen)
+    seqlen = fit_seqlen(model, seqlen)
     check_outputs(out, "model", overwrite, files=[json_out], inputs=[model])
     if gguf:  # fail before quantizing, not after
         ggml_type(bits, group_size or None, symmetric, "--gguf")

@@ -27,7 +27,7 @@ def prune_command(
                                      help="structured: refit the kept o_proj/down_proj columns by least squares"),
     calib: str = typer.Option("web_articles", help="calibration corpus (named set or path)"),
     samples: int = typer.Option(32, help="calibration samples"),
-    seqlen: int = typer.Option(2048, help="calibration sample length in tokens"),
+    seqlen: int = typer.Option(None, help="calibration sample length in tokens (default 2048, or the model's context)"),
     sink_share: float = typer.Option(0.1, help="sparsegpt and the structured refit: least share of the Hessian held by "
                                                "each sequence's first token (the attention sink); 0 = the unweighted Hessian"),
     quantize_bits: int = typer.Option(None, "--quantize-bits", help="then quantize the survivors (RTN, symmetric), e.g. 4"),
@@ -39,7 +39,7 @@ def prune_command(
 ) -> None:
     """Prune a model (unstructured, N:M or structured) and save it; sparse weights are stored as bitmask + values."""
     from lmforge.compress import config_from_dict
-    from lmforge.models import check_seqlen, load_model, model_input
+    from lmforge.models import fit_seqlen, load_model, model_input
     from lmforge.workflows.prune import calibration, prune_model, save_compressed
 
     check_fraction("--sparsity", sparsity)
@@ -47,7 +47,7 @@ def prune_command(
     check_fraction("--mlp", mlp)
     check_at_least(1, samples=samples, seqlen=seqlen, group_size=group_size, quantize_bits=quantize_bits)
     check_outputs(out, "model", overwrite, files=[json_out], inputs=[model])
-    check_seqlen(model, seqlen)
+    seqlen = fit_seqlen(model, seqlen)
     extra = {"sink_share": sink_share} if method in {"sparsegpt", "structured"} else {}
     settings = {"method": method, "sparsity": sparsity, "pattern": pattern, "heads": heads, "mlp": mlp,
                 "reconstruct": reconstruct, "calib": calib,

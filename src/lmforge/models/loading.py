@@ -185,11 +185,15 @@ def source_context_length(source: str | os.PathLike) -> int | None:
     return None
 
 
-def check_seqlen(source: str | os.PathLike, seqlen: int, option: str = "--seqlen") -> None:
-    """A one-line error, before the model loads, when ``seqlen`` is longer than the model's context."""
+def fit_seqlen(source: str | os.PathLike, seqlen: int | None, default: int = 2048, option: str = "--seqlen") -> int:
+    """The sequence length to use, checked before the model loads: ``seqlen`` if the model's context holds it (a
+    one-line error if not); None means ``default``, shortened to the model's context."""
     context = source_context_length(source)
+    if seqlen is None:
+        return min(default, context) if context else default
     if context is not None and seqlen > context:
         raise LmforgeError(f"{option} {seqlen} is longer than the model's context of {context} tokens; pass {option} {context} or less")
+    return seqlen
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
