@@ -128,3 +128,19 @@ def test_two_commands_at_once_on_one_run_store_both_record(tmp_path, lmforge):
 
     runs = RunStore().list(command="data run")
     assert sorted(r.status for r in runs) == ["ok", "ok"] and len({r.id for r in runs}) == 2
+
+
+def test_results_that_cannot_be_saved_at_the_end_are_printed_and_the_exit_is_1(lmforge, tiny_folder, workspace, monkeypatch):
+    import errno
+
+    import lmforge.cli.common as common
+
+    def disk_full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(common, "write_json", disk_full)
+    outcome = lmforge("eval", tiny_folder, "--task", "corpus.txt", "--limit", "1", "--seqlen", "32", "--json", "r.json")
+    assert outcome.code == 1 and "Traceback" not in outcome.out + outcome.err
+    assert outcome.error_lines == ["error: could not write r.json (No space left on device); the results are printed above"]
+    assert '"perplexity"' in outcome.out or "perplexity" in outcome.out
+    assert not (workspace / "r.json").exists()

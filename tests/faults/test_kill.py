@@ -14,11 +14,24 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from lmforge.data.curate import Step
+
 from .conftest import tree_hash
+
+
+@dataclass
+class SlowStep(Step):
+    """The child's `slow_test_step`, here too so that reruns in this process read the same pipeline (no delay here)."""
+
+    name = "slow_test_step"
+
+    def process(self, doc):
+        return None
 
 PRELUDE = textwrap.dedent("""
     import os, sys, time
@@ -96,11 +109,9 @@ def wait_until(condition, timeout=90.0):
     return False
 
 
-def finish(process, timeout=300):
-    out, err = process.communicate(timeout=timeout)
-    assert process.returncode == 0, (out + err)[-3000:]
-    assert "Traceback" not in err
-    return out
+def in_process_ok(outcome):
+    assert outcome.code == 0 and "Traceback" not in outcome.err, (outcome.out + outcome.err)[-3000:]
+    return outcome.out
 
 
 def write_corpus(folder: Path, files: int = 6, docs: int = 16, seed: int = 0) -> None:
@@ -134,7 +145,7 @@ def test_kill_9_of_data_run_with_workers_leaves_no_process_and_resumes_to_the_sa
     # the slow step is only a way to time the kill; the reference run has it too, so outputs compare one to one
     whole = pipeline_file(tmp_path / "whole.yaml", corpus, tmp_path / "whole", slow=True)
     killed = pipeline_file(tmp_path / "killed.yaml", corpus, tmp_path / "killed", slow=True)
-    finish(child(["data", "run", whole, "--workers", "2", "--no-card"]))
+    in_process_ok(lmforge("data", "run", whole, "--workers", "2", "--no-card"))
 
     process = child(["data", "run", killed, "--workers", "2", "--no-card"], SLOW_SECONDS="0.03")
     done = tmp_path / "killed" / "work" / "done"
@@ -149,55 +160,65 @@ def test_kill_9_of_data_run_with_workers_leaves_no_process_and_resumes_to_the_sa
     listed = lmforge("runs", "list", "--command", "data run")
     assert "killed" in listed.out, listed.out
 
-    finish(child(["data", "run", killed, "--workers", "2", "--no-card"]))
+    in_process_ok(lmforge("data", "run", killed, "--workers", "2", "--no-card"))
     assert outputs(tmp_path / "killed") == outputs(tmp_path / "whole")
     assert not list((tmp_path / "killed").rglob("*.tmp"))
 
 
-def test_a_changed_input_file_changes_the_output_and_an_unchanged_one_resumes(tmp_path, child):
+def test_a_changed_input_file_changes_the_output_and_an_unchanged_one_resumes(tmp_path, lmforge):
     corpus = tmp_path / "in"
     write_corpus(corpus)
     pipeline = pipeline_file(tmp_path / "p.yaml", corpus, tmp_path / "out", slow=False)
-    finish(child(["data", "run", pipeline, "--workers", "2", "--no-card"]))
+    in_process_ok(lmforge("data", "run", pipeline, "--workers", "2", "--no-card"))
     first = outputs(tmp_path / "out")
-    finish(child(["data", "run", pipeline, "--workers", "2", "--no-card"]))  # unchanged: resumes, same output
+    in_process_ok(lmforge("data", "run", pipeline, "--workers", "2", "--no-card"))  # unchanged: resumes, same output
     assert outputs(tmp_path / "out") == first
 
     with open(corpus / "part2.jsonl", "a", encoding="utf-8") as handle:
         handle.write(json.dumps({"id": "new-doc", "text": "A lantern glowed by the harbor all evening long. " * 12}) + "\n")
-    finish(child(["data", "run", pipeline, "--workers", "2", "--no-card"]))
+    in_process_ok(lmforge("data", "run", pipeline, "--workers", "2", "--no-card"))
     changed = outputs(tmp_path / "out")
     assert changed != first and "new-doc" in "".join(changed.values())
 
 
-def test_kill_9_while_compress_writes_its_folder_leaves_no_half_folder_and_the_rerun_works(tmp_path, child, tiny_folder):
-    from lmforge.models import load_model
+def folder_command(command: str, model: Path, corpus: Path, out: Path) -> list:
+    if command == "compress":
+        return ["compress", model, "--method", "rtn", "--group-size", "32", "--calib", corpus, "--seqlen", "16",
+                "--eval-windows", "0", "--arc-limit", "0", "--speed-tokens", "0", "--threads", "1", "-o", out]
+    if command == "prune":
+        return ["prune", model, "--method", "wanda", "--calib", corpus, "--samples", "2", "--seqlen", "16", "-o", out]
+    if command == "distill":
+        return ["distill", model, "--teacher", model, "--corpus", corpus, "--steps", "2", "--batch-size", "1",
+                "--seq-len", "16", "-o", out]
+    return ["finetune", model, "--data", corpus, "--format", "text", "--steps", "1", "--batch-size", "2",
+            "--micro-batch-size", "2", "--max-length", "16", "--ood-windows", "1", "--ood-seqlen", "16",
+            "--max-eval-examples", "2", "--threads", "1", "-o", out]
 
+
+@pytest.mark.parametrize("command", ["compress", "prune", "distill", "finetune"])
+def test_kill_9_while_a_command_writes_its_model_leaves_no_half_folder_and_the_rerun_works(
+        command, tmp_path, child, tiny_folder, workspace, lmforge):
     out = tmp_path / "q"
-    args = ["compress", tiny_folder, "--method", "rtn", "--group-size", "32", "--calib", tiny_folder / "config.json",
-            "--seqlen", "16", "--eval-windows", "0", "--arc-limit", "0", "--speed-tokens", "0", "--threads", "1",
-            "-o", out]
+    args = folder_command(command, tiny_folder, workspace / "corpus.txt", out)
     process = child(args, SLOW_SAVE="60")
     temps = lambda: list(tmp_path.glob(".q.*.tmp"))  # noqa: E731
-    assert wait_until(lambda: any((t / "config.json").exists() for t in temps()), timeout=120), process.stderr.read()
+    assert wait_until(lambda: any(any(t.iterdir()) for t in temps()), timeout=120), process.stderr.read()
     assert process.poll() is None
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     assert not out.exists() and temps()  # killed before the rename: no folder that looks complete
 
-    finish(child(args))
-    model, _ = load_model(out)
-    assert model is not None and not temps()  # the dead run's temp folder was cleaned
+    in_process_ok(lmforge(*args))
+    assert (out / ".lmforge-artifact.json").is_file() and not temps()  # the dead run's temp folder was cleaned
     before = tree_hash(out)
-    rerun = child(args)
-    rerun.wait(timeout=300)
-    assert rerun.returncode == 2 and "--overwrite" in rerun.stderr.read() and tree_hash(out) == before
+    again = lmforge(*args)
+    assert again.code == 2 and "--overwrite" in again.err and tree_hash(out) == before
 
 
-def test_kill_9_of_train_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path, child, workspace):
+def test_kill_9_of_train_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(tmp_path, child, workspace, lmforge):
     args = ["train", "--preset", "1m", "--corpus", workspace / "corpus.txt", "--steps", "6", "--batch-size", "2",
             "--context-length", "32", "--checkpoint-interval", "2", "--threads", "1", "--seed", "0"]
-    finish(child([*args, "-o", tmp_path / "whole", "--json", tmp_path / "whole.json"]))
+    in_process_ok(lmforge(*args, "-o", tmp_path / "whole", "--json", tmp_path / "whole.json"))
 
     out = tmp_path / "killed"
     process = child([*args, "-o", out], SLOW_SAVE="60", SLOW_KIND="checkpoint", SLOW_AFTER="2")
@@ -208,7 +229,7 @@ def test_kill_9_of_train_after_a_checkpoint_then_resume_matches_an_uninterrupted
     process.wait()
     assert sorted(p.name for p in checkpoints.glob("step-*")) == ["step-000002"] and not (out / "model").exists()
 
-    finish(child([*args, "-o", out, "--resume", out, "--json", tmp_path / "resumed.json"]))
+    in_process_ok(lmforge(*args, "-o", out, "--resume", out, "--json", tmp_path / "resumed.json"))
     whole, resumed = (json.loads((tmp_path / name).read_text()) for name in ("whole.json", "resumed.json"))
     assert resumed["final_train_loss"] == pytest.approx(whole["final_train_loss"], rel=1e-5)
     assert (out / "model" / "config.json").is_file() and not list(tmp_path.rglob("*.tmp"))
