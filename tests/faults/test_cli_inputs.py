@@ -33,6 +33,7 @@ CASES = [
     ("compress-seqlen-0", ["compress", M, *FAST, "--seqlen", "0"], "--seqlen"),
     ("compress-seqlen-over-context", ["compress", M, *FAST, "--seqlen", "100000"], "context"),
     ("compress-group-size-negative", ["compress", M, "--group-size", "-1", *FAST], "--group-size"),
+    ("compress-group-size-does-not-divide", ["compress", M, "--group-size", "48", *FAST], "does not divide"),
     ("compress-threads-0", ["compress", M, "--threads", "0", *FAST], "--threads"),
     ("compress-eval-windows-negative", ["compress", M, *FAST, "--eval-windows", "-1"], "--eval-windows"),
     ("compress-bits-text", ["compress", M, "--bits", "four", *FAST], "--bits"),

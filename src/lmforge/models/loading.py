@@ -173,16 +173,22 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
     raise LmforgeError(f"model not found: '{text}' is not a folder, a .gguf file, a hub id or a zoo name ({', '.join(ZOO)})")
 
 
-def source_context_length(source: str | os.PathLike) -> int | None:
-    """The context length a model's config.json records, read without loading the weights (None when unknown)."""
+def source_config(source: str | os.PathLike) -> dict[str, Any] | None:
+    """A model's config.json, read without loading the weights (None for a GGUF file, a hub id or an unreadable one)."""
     with contextlib.suppress(LmforgeError, OSError, ValueError):
         kind, where = resolve_source(source)
         folder = zoo_path(str(where)) if kind == "zoo" else where if kind == "folder" else None
         if folder is not None and (folder / "config.json").is_file():
             config = json.loads((folder / "config.json").read_text())
-            value = config.get("max_position_embeddings") or config.get("n_positions")
-            return int(value) if value else None
+            return config if isinstance(config, dict) else None
     return None
+
+
+def source_context_length(source: str | os.PathLike) -> int | None:
+    """The context length a model's config.json records (None when unknown)."""
+    config = source_config(source) or {}
+    value = config.get("max_position_embeddings") or config.get("n_positions")
+    return int(value) if isinstance(value, int) and value > 0 else None
 
 
 def fit_seqlen(source: str | os.PathLike, seqlen: int | None, default: int = 2048, option: str = "--seqlen") -> int:
