@@ -90,6 +90,7 @@ CASES = [
     ("eval-limit-0", ["eval", M, "--limit", "0"], "--limit"),
     ("eval-json-folder", ["eval", M, "--json", "results"], "is a folder"),
     ("eval-unknown-task", ["eval", M, "--task", "no_such_task"], "no_such_task"),
+    ("eval-non-utf8-task-file", ["eval", M, "--task", "{latin1_task}"], "not UTF-8"),
     # audit
     ("audit-resamples-0", ["audit", M, "--resamples", "0"], "--resamples"),
     ("audit-batch-size-0", ["audit", M, "--batch-size", "0"], "--batch-size"),
@@ -153,6 +154,8 @@ def configs(tmp_path_factory):
         paths[name].write_text(text, encoding="utf-8")
     paths["latin1"] = root / "latin1.yaml"
     paths["latin1"].write_bytes("lr: 0.1  # caf\xe9\n".encode("latin-1"))
+    paths["latin1_task"] = root / "latin1_task.yaml"
+    paths["latin1_task"].write_bytes("task: caf\xe9\ndataset_path: json\n".encode("latin-1"))
     return {**paths, **_damaged_models(root)}
 
 
