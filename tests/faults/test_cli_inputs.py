@@ -123,6 +123,7 @@ CASES = [
     ("data-run-workers-negative", ["data", "run", "{pipeline}", "--workers", "-2"], "--workers"),
     ("runs-list-limit-0", ["runs", "list", "--limit", "0"], "--limit"),
     ("runs-show-unknown", ["runs", "show", "nope"], "nope"),
+    ("quickstart-into-user-files", ["quickstart", "-o", "{quickstart}"], "did not write"),
     ("models-pull-unknown", ["models", "pull", "no-such-model"], "unknown zoo model"),
     ("models-info-missing", ["models", "info", "no/such/folder/x"], "model not found"),
     ("model-safetensors-header-a-list", ["eval", "{bad_header}", "--limit", "1"], "not an object"),
@@ -154,6 +155,9 @@ def configs(tmp_path_factory):
         paths[name].write_text(text, encoding="utf-8")
     paths["latin1"] = root / "latin1.yaml"
     paths["latin1"].write_bytes("lr: 0.1  # caf\xe9\n".encode("latin-1"))
+    paths["quickstart"] = root / "tour"
+    (paths["quickstart"] / "smollm2-wanda50").mkdir(parents=True)
+    (paths["quickstart"] / "smollm2-wanda50" / "notes.txt").write_text("mine\n")
     paths["latin1_task"] = root / "latin1_task.yaml"
     paths["latin1_task"].write_bytes("task: caf\xe9\ndataset_path: json\n".encode("latin-1"))
     return {**paths, **_damaged_models(root)}
