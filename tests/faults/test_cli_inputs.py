@@ -68,6 +68,7 @@ CASES = [
     ("finetune-o-cwd", ["finetune", M, "--data", "corpus.txt", "-o", "."], "working directory"),
     ("finetune-batch-size-0", ["finetune", M, "--data", "corpus.txt", "--batch-size", "0"], "--batch-size"),
     ("finetune-max-length-0", ["finetune", M, "--data", "corpus.txt", "--max-length", "0"], "--max-length"),
+    ("finetune-lr-0", ["finetune", M, "--data", "corpus.txt", "--lr", "0"], "lr must be above 0"),
     ("finetune-rank-0", ["finetune", M, "--data", "corpus.txt", "--rank", "0"], "rank"),
     ("finetune-json-folder", ["finetune", M, "--data", "corpus.txt", "--json", "results"], "is a folder"),
     # train

@@ -64,6 +64,8 @@ class FinetuneConfig:
     def validate(self) -> None:
         if self.format not in {"auto", "instruction", "text"}:
             raise LmforgeError(f"format '{self.format}' is not one of auto, instruction, text")
+        if not self.lr > 0:
+            raise LmforgeError(f"lr must be above 0 (got {self.lr})")
         if self.rank < 1 or self.alpha < 1:
             raise LmforgeError(f"LoRA rank and alpha must be positive (got rank={self.rank}, alpha={self.alpha})")
         if self.batch_size % self.micro_batch_size:
