@@ -133,3 +133,18 @@ def test_temp_files_of_dead_writers_are_cleaned_and_live_ones_kept(tmp_path):
     with atomic_path(tmp_path / "out.txt") as tmp:
         tmp.write_text("ok")
     assert not stale_dir.exists() and not stale_file.exists() and live.exists()
+
+
+def test_folders_written_before_the_marker_are_still_recognised(tmp_path):
+    from lmforge.io import artifact_kind
+
+    model = tmp_path / "old-model"
+    model.mkdir()
+    (model / "lmforge.json").write_text("{}")
+    (model / "config.json").write_text("{}")
+    training = tmp_path / "old-train"
+    (training / "checkpoints" / "step-000010").mkdir(parents=True)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "config.json").write_text("{}")
+    assert [artifact_kind(p) for p in (model, training, plain)] == ["model", "training run", None]

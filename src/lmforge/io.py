@@ -88,6 +88,8 @@ def artifact_kind(folder: str | os.PathLike) -> str | None:
         return json.loads((folder / ARTIFACT_FILE).read_text(encoding="utf-8"))["kind"]
     if (folder / _LEGACY_MODEL_FILE).is_file() and (folder / "config.json").is_file():
         return "model"
+    if (folder / "model" / _LEGACY_MODEL_FILE).is_file() or any((folder / "checkpoints").glob("step-*")):
+        return "training run"  # `lmforge train -o` of a version before the marker
     return None
 
 

@@ -126,7 +126,8 @@ def write_corpus(folder: Path, files: int = 6, docs: int = 16, seed: int = 0) ->
 
 
 def pipeline_file(path: Path, corpus: Path, out: Path, slow: bool) -> Path:
-    steps = ["gopher_quality", *(["slow_test_step"] if slow else []), "exact_dedup", "minhash_dedup", "pii"]
+    slow_step = ["slow_test_step"] if slow else []  # in the first stage and the last: a kill at the global steps lands mid-run
+    steps = ["gopher_quality", *slow_step, "exact_dedup", "minhash_dedup", "pii", *slow_step]
     path.write_text(json.dumps({"input": {"paths": [str(corpus)], "shards": 6}, "steps": steps,
                                 "output": {"dir": str(out), "format": "jsonl"}}))
     return path
