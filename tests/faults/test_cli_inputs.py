@@ -108,6 +108,7 @@ CASES = [
     ("serve-port-0", ["serve", M, "--port", "0"], "--port"),
     ("serve-rate-0", ["serve", M, "--rate", "0"], "--rate"),
     ("serve-rate-negative", ["serve", M, "--rate", "-1"], "--rate"),
+    ("serve-usage-log-a-folder", ["serve", M, "--usage-log", "results"], "is a folder"),
     ("serve-public-without-key", ["serve", M, "--host", "0.0.0.0"], "--api-key"),
     # scale, report, runs, data
     ("scale-bootstrap-0", ["scale", "--bootstrap", "0"], "--bootstrap"),
