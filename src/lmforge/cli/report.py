@@ -62,6 +62,7 @@ def compare_command(
 
     if threshold < 0:
         raise LmforgeError(f"--threshold {threshold} is negative; give a relative change such as 0.01 (1 %)")
+    check_outputs(files=[json_out])
     run_store = RunStore(store)
     a, b = run_store.get(run_a), run_store.get(run_b)
     deltas = compare_runs(a, b, threshold)
