@@ -138,7 +138,7 @@ def outputs(out: Path) -> dict[str, str]:
     return {str(f.relative_to(out)): f.read_text() for f in files}
 
 
-@pytest.mark.parametrize("kill_after_markers", [1, 4, 6], ids=["first-shard", "mid-stage", "at-the-global-step"])
+@pytest.mark.parametrize("kill_after_markers", [0, 1, 4, 6], ids=["at-start", "first-shard", "mid-stage", "at-the-global-step"])
 def test_kill_9_of_data_run_with_workers_leaves_no_process_and_resumes_to_the_same_output(
         kill_after_markers, tmp_path, child, lmforge):
     corpus = tmp_path / "in"
@@ -150,7 +150,8 @@ def test_kill_9_of_data_run_with_workers_leaves_no_process_and_resumes_to_the_sa
 
     process = child(["data", "run", killed, "--workers", "2", "--no-card"], SLOW_SECONDS="0.03")
     done = tmp_path / "killed" / "work" / "done"
-    assert wait_until(lambda: len(list(done.glob("stage0-*.json"))) >= kill_after_markers), process.stderr.read()
+    started = tmp_path / "killed" / "work" / "pipeline.json"
+    assert wait_until(lambda: started.exists() and len(list(done.glob("stage0-*.json"))) >= kill_after_markers)
     assert process.poll() is None  # killed mid-run, not after it
     os.kill(process.pid, signal.SIGKILL)  # the parent only: its workers must follow by themselves
     process.wait()
