@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -114,15 +113,17 @@ def in_process_ok(outcome):
     return outcome.out
 
 
-def write_corpus(folder: Path, files: int = 6, docs: int = 16, seed: int = 0) -> None:
-    rng = random.Random(seed)
-    words = "river stone garden window market teacher evening winter summer harbor candle forest silver".split()
+def write_corpus(folder: Path, files: int = 6, docs: int = 16) -> None:
+    """Real prose (WikiText-2 paragraphs), so most documents survive the quality and dedup steps."""
+    from lmforge.paths import data_dir
+
+    text = (data_dir() / "wikitext2" / "wiki.test.raw").read_text(encoding="utf-8")
+    paragraphs = [p.strip() for p in text.split("\n") if len(p.split()) > 60][: files * docs]
     folder.mkdir(parents=True, exist_ok=True)
     for part in range(files):
         with open(folder / f"part{part}.jsonl", "w", encoding="utf-8") as handle:
-            for i in range(docs):
-                text = " ".join(" ".join(rng.choice(words) for _ in range(10)).capitalize() + "." for _ in range(8))
-                handle.write(json.dumps({"id": f"p{part}-{i}", "text": text}) + "\n")
+            for i in range(part, len(paragraphs), files):
+                handle.write(json.dumps({"id": f"w{i}", "text": paragraphs[i]}) + "\n")
 
 
 def pipeline_file(path: Path, corpus: Path, out: Path, slow: bool) -> Path:
@@ -164,6 +165,7 @@ def test_kill_9_of_data_run_with_workers_leaves_no_process_and_resumes_to_the_sa
 
     in_process_ok(lmforge("data", "run", killed, "--workers", "2", "--no-card"))
     assert outputs(tmp_path / "killed") == outputs(tmp_path / "whole")
+    assert sum(len(text.splitlines()) for name, text in outputs(tmp_path / "whole").items() if name.startswith("data")) > 50
     assert not list((tmp_path / "killed").rglob("*.tmp"))
 
 
@@ -177,10 +179,14 @@ def test_a_changed_input_file_changes_the_output_and_an_unchanged_one_resumes(tm
     assert outputs(tmp_path / "out") == first
 
     with open(corpus / "part2.jsonl", "a", encoding="utf-8") as handle:
-        handle.write(json.dumps({"id": "new-doc", "text": "A lantern glowed by the harbor all evening long. " * 12}) + "\n")
+        text = "The lighthouse keeper of the northern island kept a careful journal for forty years. " + " ".join(
+            f"On day {d} he recorded the weather, the ships that passed and the birds that nested below the lamp room."
+            for d in range(1, 9))
+        handle.write(json.dumps({"id": "new-doc", "text": text}) + "\n")
     in_process_ok(lmforge("data", "run", pipeline, "--workers", "2", "--no-card"))
     changed = outputs(tmp_path / "out")
-    assert changed != first and "new-doc" in "".join(changed.values())
+    kept = "".join(text for name, text in changed.items() if name.startswith("data"))
+    assert changed != first and '"new-doc"' in kept
 
 
 def folder_command(command: str, model: Path, corpus: Path, out: Path) -> list:
