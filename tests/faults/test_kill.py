@@ -195,6 +195,10 @@ def folder_command(command: str, model: Path, corpus: Path, out: Path) -> list:
                 "--eval-windows", "0", "--arc-limit", "0", "--speed-tokens", "0", "--threads", "1", "-o", out]
     if command == "prune":
         return ["prune", model, "--method", "wanda", "--calib", corpus, "--samples", "2", "--seqlen", "16", "-o", out]
+    if command == "optimize":
+        return ["optimize", model, "--max-mb", "100", "--quants", "rtn", "--bits", "8", "--group-sizes", "32",
+                "--sparsities", "0", "--corpus", corpus, "--ppl-windows", "1", "--ppl-seqlen", "16", "--calib", corpus,
+                "--calib-samples", "1", "--calib-seqlen", "16", "--plot", out.parent / "front", "-o", out]
     if command == "distill":
         return ["distill", model, "--teacher", model, "--corpus", corpus, "--steps", "2", "--batch-size", "1",
                 "--seq-len", "16", "-o", out]
@@ -203,7 +207,7 @@ def folder_command(command: str, model: Path, corpus: Path, out: Path) -> list:
             "--max-eval-examples", "2", "--threads", "1", "-o", out]
 
 
-@pytest.mark.parametrize("command", ["compress", "prune", "distill", "finetune"])
+@pytest.mark.parametrize("command", ["compress", "prune", "distill", "finetune", "optimize"])
 def test_kill_9_while_a_command_writes_its_model_leaves_no_half_folder_and_the_rerun_works(
         command, tmp_path, child, tiny_folder, workspace, lmforge):
     out = tmp_path / "q"
