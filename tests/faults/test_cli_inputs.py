@@ -59,6 +59,7 @@ CASES = [
     ("optimize-max-mb-negative", ["optimize", M, "--max-mb", "-5"], "--max-mb"),
     ("optimize-max-mb-0", ["optimize", M, "--max-mb", "0"], "--max-mb"),
     ("optimize-min-tokens-per-s-0", ["optimize", M, "--min-tokens-per-s", "0"], "--min-tokens-per-s"),
+    ("optimize-ppl-increase-negative", ["optimize", M, "--max-ppl-increase", "-10%"], "--max-ppl-increase"),
     ("optimize-o-user-folder", ["optimize", M, "--max-mb", "5", "-o", "d"], "did not write"),
     ("optimize-ppl-windows-0", ["optimize", M, "--max-mb", "5", "--ppl-windows", "0"], "--ppl-windows"),
     ("optimize-bits-list", ["optimize", M, "--max-mb", "5", "--bits", "4,x"], "cannot read the list"),

@@ -49,12 +49,9 @@ def optimize_command(
     from lmforge.models import model_input
     from lmforge.workflows.optimize import Budget, optimize, parse_fraction, recipe_grid
 
-    for name, value in (("--max-mb", max_mb), ("--min-tokens-per-s", min_tokens_per_s)):
-        if value is not None and value <= 0:
-            raise LmforgeError(f"{name} must be above 0 (got {value}): it is a budget the recipe must fit")
+    budget = Budget(max_mb, min_tokens_per_s, parse_fraction(max_ppl_increase))
     check_at_least(1, ppl_windows=ppl_windows, ppl_seqlen=ppl_seqlen, calib_samples=calib_samples, calib_seqlen=calib_seqlen)
     check_outputs(out, "model", overwrite, files=[json_out, plot.with_suffix(".png"), plot.with_suffix(".html")], inputs=[model])
-    budget = Budget(max_mb, min_tokens_per_s, parse_fraction(max_ppl_increase))
     recipes = recipe_grid(_split(quants), _split(bits, int), _split(group_sizes, int), _split(sparsities, float),
                           _split(patterns), prune_method, _split(head_bits, int), share_embeddings)
     settings = {"budget": vars(budget), "recipes": [r.key for r in recipes], "corpus": corpus, "ppl_windows": ppl_windows,
