@@ -121,18 +121,20 @@ def test_temp_files_of_dead_writers_are_cleaned_and_live_ones_kept(tmp_path):
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     dead_pid = int(dead.stdout)
-    stale_dir = tmp_path / f".m.{dead_pid}.abc.tmp"
+    stale_dir = tmp_path / f".m.{dead_pid}.abc_1234.tmp"
     stale_dir.mkdir()
     (stale_dir / "half").write_text("x")
-    stale_file = tmp_path / f".out.txt.{dead_pid}.xyz.tmp"
+    stale_file = tmp_path / f".out.txt.{dead_pid}.xyz98765.tmp"
     stale_file.write_text("x")
-    live = tmp_path / f".m.{os.getpid()}.live.tmp"
+    live = tmp_path / f".m.{os.getpid()}.livelive.tmp"
     live.mkdir()
+    other_output = tmp_path / f".m.5.{os.getpid()}.abcdefgh.tmp"  # a live writer of a folder named `m.5`
+    other_output.mkdir()
     with atomic_dir(tmp_path / "m", "model") as folder:
         (folder / "w").write_text("1")
     with atomic_path(tmp_path / "out.txt") as tmp:
         tmp.write_text("ok")
-    assert not stale_dir.exists() and not stale_file.exists() and live.exists()
+    assert not stale_dir.exists() and not stale_file.exists() and live.exists() and other_output.exists()
 
 
 def test_folders_written_before_the_marker_are_still_recognised(tmp_path):

@@ -42,7 +42,8 @@ def _pid_alive(pid: int) -> bool:
 def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
     """Remove the ``.NAME.<pid>.*.tmp`` files and folders beside ``path`` left by processes that died mid-write."""
     path = Path(path)
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\..*\.tmp$")
+    # tempfile's names: our prefix, 8 random characters, our suffix (nothing else, so `.q.5.*` of a folder `q.5` is safe)
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]{{8}}(\.old)?\.tmp$")
     removed = []
     with contextlib.suppress(OSError):
         for sibling in path.parent.iterdir():
