@@ -289,8 +289,8 @@ class LocalRun:
         self.shards = self.pipeline.input.shard_files()
         files = [file for shard in self.shards for file in shard]
         refuse_protected(self.out, KIND, files)
-        ours = config_path.exists() or artifact_kind(self.out) == KIND or (self.work.is_dir() and  # "work" alone: killed at start
-                                                                          {p.name for p in self.out.iterdir()} == {"work"})
+        killed_at_start = self.work.is_dir() and {p.name for p in self.out.iterdir()} == {"work"}
+        ours = config_path.exists() or artifact_kind(self.out) == KIND or killed_at_start
         if self.out.exists() and not ours and any(self.out.iterdir()):
             raise LmforgeError(f"{self.out} exists and is not a pipeline output; pick another output.dir "
                                "(nothing there was changed)")
