@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lmforge.audit.bias import sentiment_available, sentiment_scorer
 from lmforge.cli.audit_tables import print_comparison, print_report
-from lmforge.cli.common import console, device_option, dtype_option, err_console, record_precision, save_json
+from lmforge.cli.common import check_at_least, check_outputs, console, device_option, dtype_option, err_console, record_precision, save_json
 from lmforge.data import read_documents
 from lmforge.errors import LmforgeError
 from lmforge.io import write_json
@@ -73,8 +73,8 @@ def audit_command(
             console.print("note: no sentiment gap (VADER is not installed): pip install 'lmforge[audit]'")
     elif sentiment and "bias" in suites:
         sentiment_scorer()  # fail now, before any model is loaded, if VADER is missing
-    if limit is not None and limit < 1:
-        raise LmforgeError("--limit must be at least 1")
+    check_at_least(1, limit=limit, batch_size=batch_size, resamples=resamples)
+    check_outputs(files=[json_out])
     if (members is None) != (nonmembers is None):
         raise LmforgeError("membership signals need both --members and --nonmembers (texts from one distribution)")
     member_texts = list(read_documents(members, text_field)) if members else None

@@ -11,8 +11,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text  # noqa: F401  (re-exported: styled CLI output)
 
+from lmforge.errors import check_at_least, check_fraction  # noqa: F401  (re-exported: option checks)
 from lmforge.formatting import fmt, human_bytes  # noqa: F401  (re-exported for the CLI modules)
-from lmforge.io import write_json
+from lmforge.io import check_output_file, check_outputs, write_json  # noqa: F401  (re-exported: output checks before any work)
 
 # Markup off: messages carry paths, model names and install hints such as `pip install 'lmforge[audit]'`, and rich
 # would read their brackets as style tags and drop them. Styled output passes style= or a rich Text instead.
@@ -46,9 +47,24 @@ def print_mapping(title: str, mapping: dict[str, Any]) -> None:
 
 
 def save_json(path: str | Path | None, data: Any) -> None:
-    if path:
+    """Write the results; if that fails at the end, keep them beside the run (stdout) and exit 1 in one line."""
+    if not path:
+        return
+    try:
         write_json(path, data)
-        console.print(f"wrote {path}")
+    except OSError as exc:
+        console.print_json(data=data, default=str)
+        print_error(f"could not write {path} ({exc.strerror or exc}); the results are printed above")
+        raise SystemExit(1) from None
+    console.print(f"wrote {path}")
+
+
+def overwrite_option():
+    """``--overwrite``, the same on every command that writes a folder."""
+    import typer
+
+    return typer.Option(False, "--overwrite", help="replace an existing lmforge output of the same kind at -o "
+                                                   "(a folder lmforge did not write is never replaced)")
 
 
 @contextlib.contextmanager

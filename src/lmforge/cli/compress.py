@@ -6,7 +6,8 @@ from typing import Any
 
 import typer
 
-from lmforge.cli.common import console, device_option, dtype_option, human_bytes, print_table, progress_bar, save_json
+from lmforge.cli.common import (check_at_least, check_output_file, check_outputs, console, device_option, dtype_option, human_bytes, overwrite_option,
+                                print_table, progress_bar, save_json)
 from lmforge.compress.quantization.config import METHODS
 from lmforge.errors import LmforgeError
 from lmforge.runs import record_run
@@ -52,7 +53,7 @@ def compress_command(
     skip_bad_groups: bool = typer.Option(False, help="keep layers whose width the group size does not divide, instead of failing"),
     calib: str = typer.Option("web_articles", help="calibration corpus: a named data set or a path"),
     calib_samples: int = typer.Option(128, help="calibration samples"),
-    seqlen: int = typer.Option(2048, help="tokens per calibration sample and per perplexity window"),
+    seqlen: int = typer.Option(None, help="tokens per calibration sample and perplexity window (default 2048, or the model's context)"),
     seed: int = typer.Option(0, help="calibration sampling seed"),
     out: str = typer.Option(None, "-o", "--out", help="folder for the quantized model (default: the run's artifacts)"),
     eval_windows: int = typer.Option(8, help="wikitext2 windows to score before and after (0: skip)"),
@@ -63,6 +64,7 @@ def compress_command(
                                            help="also export to this folder in compressed-tensors format (transformers, vLLM)"),
     gguf: str = typer.Option(None, "--gguf", help="also export to this .gguf file for llama.cpp (int4 or int8, group size a multiple of 32; other GGUF types: lmforge export)"),
     json_out: str = typer.Option(None, "--json", help="also write the comparison as JSON"),
+    overwrite: bool = overwrite_option(),
     dtype: str = dtype_option(),
     device: str = device_option(),
 ) -> dict[str, Any]:
@@ -70,18 +72,24 @@ def compress_command(
     from lmforge.workflows.compress import compress_and_compare
     from lmforge.compress.export.compressed_tensors import export_compressed_tensors
     from lmforge.compress.export.gguf import export_gguf, ggml_type
-    from lmforge.models import load_model, model_input
+    from lmforge.models import fit_seqlen, load_model, model_input
 
     if method not in METHODS:
         raise LmforgeError(f"unknown method '{method}'; use one of: {', '.join(METHODS)}")
+    check_at_least(1, calib_samples=calib_samples, seqlen=seqlen, threads=threads)
+    check_at_least(0, group_size=group_size, eval_windows=eval_windows, arc_limit=arc_limit, speed_tokens=speed_tokens)
+    seqlen = fit_seqlen(model, seqlen)
+    check_outputs(out, "model", overwrite, files=[json_out], inputs=[model])
+    if gguf:  # fail before quantizing, not after
+        ggml_type(bits, group_size or None, symmetric, "--gguf")
+        check_output_file(gguf, overwrite, inputs=[model])
+    check_outputs(compressed_tensors, "model", overwrite, inputs=[model])
     options: dict[str, Any] = {"bits": bits, "group_size": group_size or None, "symmetric": symmetric,
                                "skip": tuple(skip), "skip_bad_groups": skip_bad_groups, "lm_head_bits": lm_head_bits,
                                "share_embeddings": share_embeddings}
     if method == "gptq":
         options.update(act_order=act_order, sink_share=sink_share, true_sequential=true_sequential)
     config = METHODS[method](**options)
-    if gguf:
-        ggml_type(bits, group_size or None, symmetric, "--gguf")  # fail before quantizing, not after
     if share_embeddings and (gguf or compressed_tensors):
         raise LmforgeError("--share-embeddings cannot be exported (--gguf, --compressed-tensors): drop one or the other")
     settings = {"model": model, **config.to_dict(), "calib": calib, "calib_samples": calib_samples, "seqlen": seqlen,
@@ -104,8 +112,7 @@ def compress_command(
         run.log_result(typed)
         run.add_artifact("model", out_dir)
         run.log_metrics({f"model.{k}": v for k, v in result["precision"].items()})
-    regime = f"{method} int{bits} {'g' + str(group_size) if group_size else 'per-channel'} " \
-             f"{'symmetric' if symmetric else 'asymmetric'}"
+    regime = f"{method} int{bits} {'g' + str(group_size) if group_size else 'per-channel'} {'symmetric' if symmetric else 'asymmetric'}"
     print_table(f"{model}: original vs {regime}", ["metric", "original", "quantized"], comparison_rows(result))
     skipped = result["report"]["skipped"]
     if skipped:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import Text, console, print_table, progress_bar
+from lmforge.cli.common import Text, check_at_least, console, print_table, progress_bar
 
 data_app = typer.Typer(help="Curate corpora: clean, deduplicate, redact, decontaminate, document.", no_args_is_help=True)
 
@@ -38,6 +38,7 @@ def run_command(
     from lmforge.data.curate.card import write_card
     from lmforge.runs import record_run
 
+    check_at_least(1, workers=workers)
     pipeline = Pipeline.from_yaml(pipeline_file)
     if output:
         pipeline.output.dir = output

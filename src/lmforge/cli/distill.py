@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import console, fmt, print_table, progress_bar, save_json
+from lmforge.cli.common import check_at_least, check_outputs, console, fmt, overwrite_option, print_table, progress_bar, save_json
+from lmforge.errors import LmforgeError
 from lmforge.runs import record_run
 
 
@@ -25,12 +26,18 @@ def distill_command(
     hidden_weight: float = typer.Option(0.0, help="weight of the hidden-state MSE"),
     max_minutes: float = typer.Option(None, help="stop after this much training time"),
     json_out: Path = typer.Option(None, "--json"),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Distill a teacher into a student (KL at temperature T; optional hidden-state loss); pruned zeros stay zero."""
     from lmforge.models import model_input
     from lmforge.train.distill import DistillConfig
     from lmforge.workflows.prune import distill_model
 
+    check_at_least(1, steps=steps, batch_size=batch_size, seq_len=seq_len)
+    check_at_least(0, ce_weight=ce_weight, hidden_weight=hidden_weight)
+    if lr <= 0 or temperature <= 0 or (max_minutes is not None and max_minutes <= 0):
+        raise LmforgeError("--lr, --temperature and --max-minutes must be above 0")
+    check_outputs(out, "model", overwrite, files=[json_out], inputs=[student, teacher])
     config = DistillConfig(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, temperature=temperature,
                            ce_weight=ce_weight, hidden_weight=hidden_weight,
                            max_seconds=max_minutes * 60 if max_minutes else None)

@@ -6,10 +6,10 @@ from typing import Any
 
 import typer
 
-from lmforge.cli.common import console, device_option, dtype_option, human_bytes, print_table, progress_bar, record_precision, save_json
+from lmforge.cli.common import (check_at_least, check_outputs, console, device_option, dtype_option, human_bytes, print_table,
+                                progress_bar, record_precision, save_json)
 from lmforge.cli.evaluate_tasks import print_task_file
 from lmforge.compress.storage.sparse import semi_structured_on_cuda
-from lmforge.errors import LmforgeError
 from lmforge.evaluate import PROTOCOLS
 from lmforge.evaluate.tasks import EvalSettings, is_task_file, write_samples
 from lmforge.models import load_model, model_input
@@ -72,8 +72,9 @@ def eval_command(
     device: str = device_option(),
 ) -> dict[str, dict[str, Any]]:
     """Evaluate a model: perplexity (windows / rolling / sliding), lm-eval task files, speed and memory."""
-    if limit is not None and limit < 1:
-        raise LmforgeError("--limit must be at least 1")
+    check_at_least(1, limit=limit, seqlen=seqlen, stride=stride, batch_size=batch_size)
+    check_at_least(0, num_fewshot=num_fewshot)
+    check_outputs(files=[json_out, log_samples])
     tasks = [t.strip() for t in task.split(",") if t.strip()]
     for name in tasks:
         if not is_task_file(name, include_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lmforge.cli.common import console, device_option, dtype_option, print_table, record_precision, save_json
+from lmforge.cli.common import check_at_least, check_outputs, console, device_option, dtype_option, print_table, record_precision, save_json
 from lmforge.errors import LmforgeError
 from lmforge.explain import METHODS, explain, render_html
 from lmforge.explain.attributions import BASELINES
@@ -36,6 +36,8 @@ def explain_command(
     methods = tuple(m.strip() for m in method.split(",") if m.strip())
     if not methods or (unknown := [m for m in methods if m not in METHODS]):
         raise LmforgeError(f"unknown --method {', '.join(unknown) if methods else '(none)'}; use {', '.join(METHODS)}")
+    check_at_least(1, steps=steps, top_k=top_k)
+    check_outputs(files=[html, json_out])
     config = {"model": model, "text": text, "target": target, "methods": methods, "steps": steps, "baseline": baseline,
               "top_k": top_k, "attention": attention, "dtype": dtype, "device": device}
     with record_run("explain", config=config, inputs={"model": model_input(model)}) as run:

@@ -6,7 +6,7 @@ from collections import Counter
 
 import typer
 
-from lmforge.cli.common import console, human_bytes, print_table, progress_bar
+from lmforge.cli.common import check_at_least, check_output_file, console, human_bytes, overwrite_option, print_table, progress_bar
 from lmforge.compress.export.gguf_recipes import RECIPES
 from lmforge.runs import record_run
 
@@ -25,10 +25,13 @@ def export_command(
     calib_samples: int = typer.Option(128, help="calibration samples"),
     seqlen: int = typer.Option(2048, help="tokens per calibration sample"),
     seed: int = typer.Option(0, help="calibration sampling seed"),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Write a model as one GGUF file (weights, tokenizer and chat template) that llama.cpp and Ollama run."""
     from lmforge.workflows.export import export_to_gguf
 
+    check_at_least(1, calib_samples=calib_samples, seqlen=seqlen)
+    check_output_file(out, overwrite, inputs=[model])
     settings = {"model": model, "gguf": gguf, "method": method, "calib": calib, "calib_samples": calib_samples,
                 "seqlen": seqlen, "seed": seed}
     with record_run("export", config=settings, inputs={"model": model}) as run:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import console, device_option, dtype_option, energy_rows, print_table, record_precision, save_json, set_threads
+from lmforge.cli.common import (check_at_least, check_outputs, console, device_option, dtype_option, energy_rows, overwrite_option,
+                                print_table, record_precision, save_json, set_threads)
 from lmforge.runs import record_run
 
 
@@ -38,6 +39,7 @@ def finetune_command(
     threads: int = typer.Option(None, help="torch intra-op threads"),
     trust_remote_code: bool = typer.Option(False),
     json_out: str = typer.Option(None, "--json", help="also write the metrics and the forgetting report as JSON"),
+    overwrite: bool = overwrite_option(),
     dtype: str = dtype_option(),
     device: str = device_option(),
 ) -> None:
@@ -48,6 +50,10 @@ def finetune_command(
     from lmforge.train.finetune import FinetuneConfig
     from lmforge.workflows.finetune import finetune_model
 
+    check_at_least(1, limit=limit, epochs=epochs, steps=steps, batch_size=batch_size, micro_batch_size=micro_batch_size,
+                   max_length=max_length, ood_seqlen=ood_seqlen, threads=threads)
+    check_at_least(0, ood_windows=ood_windows, max_eval_examples=max_eval_examples)
+    check_outputs(out, "model", overwrite, files=[json_out], inputs=[model, data])
     set_threads(threads)
     cfg = FinetuneConfig(data=data, format=format, prompt_field=prompt_field, response_field=response_field,
                          limit=limit, epochs=epochs, max_steps=steps, batch_size=batch_size,

@@ -54,6 +54,12 @@ def main() -> None:
 
         print_error(str(exc))
         sys.exit(2)
+    except OSError as exc:  # a disk that fills or a folder that turns read-only mid-run: one line, not a traceback
+        from lmforge.cli.common import print_error
+
+        where = f" {exc.filename}" if exc.filename else ""
+        print_error(f"could not write or read{where}: {exc.strerror or exc}; free space or fix permissions and rerun")
+        sys.exit(1)
     except KeyboardInterrupt:
         sys.exit(130)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from lmforge.cli.common import console, device_option, dtype_option, human_bytes, print_mapping, print_table, save_json
+from lmforge.cli.common import check_outputs, console, device_option, dtype_option, human_bytes, print_mapping, print_table, save_json
 from lmforge.models import ZOO, load_model, model_info, pull, read_metadata, resolve_source, zoo_path
 from lmforge.runs import record_run
 
@@ -51,6 +51,7 @@ def info_command(
     """Architecture, parameter count, bytes by dtype, context length, how quantized linears run."""
     from lmforge.compress.storage.qlinear import execution_path
 
+    check_outputs(files=[json_out])
     kind, where = resolve_source(model)
     loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
     folder = zoo_path(model) if kind == "zoo" else (where if kind in {"folder", "gguf"} else None)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import Text, console, print_table, progress_bar, save_json
+from lmforge.cli.common import Text, check_at_least, check_outputs, console, overwrite_option, print_table, progress_bar, save_json
 from lmforge.errors import LmforgeError
 from lmforge.runs import record_run
 
@@ -43,12 +43,15 @@ def optimize_command(
     out: Path = typer.Option(None, "-o", "--out", help="write the best model here"),
     plot: Path = typer.Option(Path("optimize-front"), help="plot path stem: writes STEM.png and STEM.html"),
     json_out: Path = typer.Option(None, "--json"),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Measure a grid of compression recipes on this machine, print the Pareto front, pick the best fit."""
     from lmforge.models import model_input
     from lmforge.workflows.optimize import Budget, optimize, parse_fraction, recipe_grid
 
     budget = Budget(max_mb, min_tokens_per_s, parse_fraction(max_ppl_increase))
+    check_at_least(1, ppl_windows=ppl_windows, ppl_seqlen=ppl_seqlen, calib_samples=calib_samples, calib_seqlen=calib_seqlen)
+    check_outputs(out, "model", overwrite, files=[json_out, plot.with_suffix(".png"), plot.with_suffix(".html")], inputs=[model])
     recipes = recipe_grid(_split(quants), _split(bits, int), _split(group_sizes, int), _split(sparsities, float),
                           _split(patterns), prune_method, _split(head_bits, int), share_embeddings)
     settings = {"budget": vars(budget), "recipes": [r.key for r in recipes], "corpus": corpus, "ppl_windows": ppl_windows,

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import device_option, dtype_option, human_bytes, print_table, progress_bar, record_precision, save_json
+from lmforge.cli.common import (check_at_least, check_fraction, check_outputs, device_option, dtype_option, human_bytes,
+                                overwrite_option, print_table, progress_bar, record_precision, save_json)
 from lmforge.runs import record_run
 
 
@@ -26,20 +27,27 @@ def prune_command(
                                      help="structured: refit the kept o_proj/down_proj columns by least squares"),
     calib: str = typer.Option("web_articles", help="calibration corpus (named set or path)"),
     samples: int = typer.Option(32, help="calibration samples"),
-    seqlen: int = typer.Option(2048, help="calibration sample length in tokens"),
+    seqlen: int = typer.Option(None, help="calibration sample length in tokens (default 2048, or the model's context)"),
     sink_share: float = typer.Option(0.1, help="sparsegpt and the structured refit: least share of the Hessian held by "
                                                "each sequence's first token (the attention sink); 0 = the unweighted Hessian"),
     quantize_bits: int = typer.Option(None, "--quantize-bits", help="then quantize the survivors (RTN, symmetric), e.g. 4"),
     group_size: int = typer.Option(64, help="group size for --quantize-bits"),
     json_out: Path = typer.Option(None, "--json", help="also write the summary as JSON"),
+    overwrite: bool = overwrite_option(),
     dtype: str = dtype_option(),
     device: str = device_option(),
 ) -> None:
     """Prune a model (unstructured, N:M or structured) and save it; sparse weights are stored as bitmask + values."""
     from lmforge.compress import config_from_dict
-    from lmforge.models import load_model, model_input
+    from lmforge.models import fit_seqlen, load_model, model_input
     from lmforge.workflows.prune import calibration, prune_model, save_compressed
 
+    check_fraction("--sparsity", sparsity)
+    check_fraction("--heads", heads)
+    check_fraction("--mlp", mlp)
+    check_at_least(1, samples=samples, seqlen=seqlen, group_size=group_size, quantize_bits=quantize_bits)
+    check_outputs(out, "model", overwrite, files=[json_out], inputs=[model])
+    seqlen = fit_seqlen(model, seqlen)
     extra = {"sink_share": sink_share} if method in {"sparsegpt", "structured"} else {}
     settings = {"method": method, "sparsity": sparsity, "pattern": pattern, "heads": heads, "mlp": mlp,
                 "reconstruct": reconstruct, "calib": calib,

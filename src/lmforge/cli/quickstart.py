@@ -14,7 +14,7 @@ from typing import Any
 
 import typer
 
-from lmforge.cli.common import Text, console, human_bytes, print_table, save_json
+from lmforge.cli.common import Text, check_outputs, console, human_bytes, overwrite_option, print_table, save_json
 from lmforge.io import atomic_path
 from lmforge.models import ZOO, available_zoo_name, pull, read_metadata
 from lmforge.runs import RunStore
@@ -47,12 +47,16 @@ def quickstart_command(
     questions: int = typer.Option(100, help="ARC-Easy questions scored per model"),
     calib_samples: int = typer.Option(16, help="calibration samples of 2048 tokens (GPTQ and Wanda)"),
     audit_pairs: int = typer.Option(150, help="CrowS-Pairs pairs scored per model in the bias audit"),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Pull SmolLM2-135M, compress it (GPTQ int4 g64, 50 % Wanda), evaluate, audit bias, write report.html."""
     started, started_epoch = time.perf_counter(), time.time()
     out_dir = Path(out)
     int4_dir, wanda_dir = out_dir / "smollm2-gptq-int4-g64", out_dir / "smollm2-wanda50"
     common_eval = ["--eval-windows", str(windows), "--arc-limit", str(questions), "--speed-tokens", "64"]
+    replace = ["--overwrite"] if overwrite else []
+    for target in (int4_dir, wanda_dir):  # a rerun into the same folder: fail now, not after the first step
+        check_outputs(target, "model", overwrite)
 
     model = available_zoo_name(MODEL)
     if model != MODEL:
@@ -65,9 +69,9 @@ def quickstart_command(
                       "asymmetric g32 would reproduce them exactly", style="dim")
     compressed = _step("1/5 quantize: GPTQ int4, groups of 64, symmetric", [
         "compress", model, "--method", "gptq", "--bits", "4", "--group-size", "64", "--calib", "web_articles",
-        "--calib-samples", str(calib_samples), "-o", str(int4_dir), *common_eval])
+        "--calib-samples", str(calib_samples), "-o", str(int4_dir), *common_eval, *replace])
     _step("2/5 prune: Wanda, 50 % of every row", [
-        "prune", model, "--method", "wanda", "--sparsity", "0.5", "--samples", str(calib_samples), "-o", str(wanda_dir)])
+        "prune", model, "--method", "wanda", "--sparsity", "0.5", "--samples", str(calib_samples), "-o", str(wanda_dir), *replace])
     wanda = _step("3/5 evaluate the pruned model", [
         "eval", str(wanda_dir), "--task", "wikitext2,speed", "--limit", str(windows)])
     wanda |= _step("3/5 evaluate the pruned model (ARC-Easy)", [

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import Text, console, fmt, print_table, save_json
+from lmforge.cli.common import Text, check_outputs, console, fmt, print_table, save_json
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +30,7 @@ def report_command(
     from lmforge.report.build import card_target, report_summary
     from lmforge.runs import RunStore, record_run
 
+    check_outputs(files=[out, None if model_card in ("auto", "none") else model_card])
     run_store = RunStore(store)
     card_path = None if model_card == "none" else model_card
     stated = load_card(card)
@@ -61,6 +62,7 @@ def compare_command(
 
     if threshold < 0:
         raise LmforgeError(f"--threshold {threshold} is negative; give a relative change such as 0.01 (1 %)")
+    check_outputs(files=[json_out])
     run_store = RunStore(store)
     a, b = run_store.get(run_a), run_store.get(run_b)
     deltas = compare_runs(a, b, threshold)

@@ -6,7 +6,7 @@ import json
 
 import typer
 
-from lmforge.cli.common import console, fmt, print_table
+from lmforge.cli.common import check_at_least, console, fmt, print_table
 from lmforge.runs import RunStore
 
 runs_app = typer.Typer(help="The run store: what every command did.", no_args_is_help=True)
@@ -33,6 +33,7 @@ def list_command(
     store: str = typer.Option(None, help="run store path (default .lmforge/runs.sqlite)"),
 ) -> None:
     """Recent runs, newest first."""
+    check_at_least(1, limit=limit)
     runs = RunStore(store).list(limit=limit, command=command)
     print_table("runs", ["id", "command", "status", "started (UTC)", "seconds", "metrics"],
                 [(r.id, r.command, r.status, r.started_iso[:16].replace("T", " "), r.seconds, _headline(r.metrics))

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import Text, console, fmt, print_table, progress_bar, save_json, set_threads
+from lmforge.cli.common import Text, check_at_least, check_outputs, console, fmt, print_table, progress_bar, save_json, set_threads
+from lmforge.errors import LmforgeError
 from lmforge.runs import record_run
 
 
@@ -33,6 +34,11 @@ def scale_command(
     """Train a ladder of sizes × token budgets, fit L(N, D) = E + A/N^α + B/D^β, predict a larger run, plan N and D."""
     from lmforge.workflows.scale import ladder_rungs, run_ladder
 
+    check_at_least(1, vocab_size=vocab_size, context_length=context_length, batch_size=batch_size, bootstrap=bootstrap,
+                   threads=threads)
+    if lr <= 0 or flop_budget <= 0:
+        raise LmforgeError(f"--lr and --flop-budget must be above 0 (got {lr}, {flop_budget})")
+    check_outputs(files=[json_out, out and out / "ladder.json"])
     set_threads(threads)
     settings = dict(sizes=sizes, budgets=budgets, holdout=holdout, corpus=corpus, vocab_size=vocab_size,
                     context_length=context_length, batch_size=batch_size, lr=lr, flop_budget=flop_budget,

@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from lmforge.cli.common import console, device_option, dtype_option
+from lmforge.cli.common import check_outputs, console, device_option, dtype_option
 
 
 def register(app: typer.Typer) -> None:
@@ -54,6 +54,7 @@ def serve_command(
     config.check()
     check_port(port)
     check_bind(host, keys)
+    check_outputs(files=[usage_log])
     recorded = {k: v for k, v in config.__dict__.items() if k != "api_keys"} | {"api_keys": len(keys), "host": host,
                                                                                "port": port, "dtype": dtype, "device": device}
     with record_run("serve", config=recorded, inputs={"model": model}, measure_energy=False) as run:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from lmforge.cli.common import console, energy_rows, fmt, print_table, progress_bar, save_json, set_threads
+from lmforge.cli.common import (check_outputs, console, energy_rows, fmt, overwrite_option, print_table, progress_bar, save_json,
+                                set_threads)
 from lmforge.runs import record_run
 
 
@@ -37,10 +38,13 @@ def train_command(
     out: Path = typer.Option(None, "--out", "-o", help="output folder (default .lmforge/artifacts/<run id>)"),
     threads: int = typer.Option(None, help="torch intra-op threads (1 is fastest for tiny models on shared cores)"),
     json_out: str = typer.Option(None, "--json", help="also write the metrics as JSON"),
+    overwrite: bool = overwrite_option(),
 ) -> None:
     """Pretrain a llama-architecture model from a size preset or a YAML config (also under torchrun)."""
     from lmforge.train import load_config, pretrain, train_config
 
+    check_outputs(out, "training run", True, files=[json_out], inputs=[corpus, tokenizer])
+    check_outputs(out and out / "model", "model", overwrite)
     set_threads(threads)
     overrides = dict(corpus=corpus, text_field=text_field, tokenizer=tokenizer, max_steps=steps, max_tokens=tokens,
                      batch_size=batch_size, micro_batch_size=micro_batch_size, lr=lr, precision=precision,

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import jinja2
-import yaml
 
 from lmforge.data.named import RECORDS, load_records
 from lmforge.errors import LmforgeError
@@ -38,7 +37,9 @@ class TaskSpec:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TaskSpec":
-        spec = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        from lmforge.io import read_yaml_mapping
+
+        spec = read_yaml_mapping(path, "task file")
         known = set(cls.__dataclass_fields__)
         if unknown := set(spec) - known:
             raise LmforgeError(f"{path}: unknown task field(s) {', '.join(sorted(unknown))}; known: {', '.join(sorted(known))}")

@@ -48,6 +48,10 @@ def _quiet_transformers():
     transformers.utils.logging.disable_progress_bar()
 
 
+SAFETENSORS_DTYPES = {"BOOL", "U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64", "F16", "BF16", "F32", "F64",
+                      "F8_E4M3", "F8_E5M2", "F8_E8M0", "F4", "F6_E2M3", "F6_E3M2"}
+
+
 def check_safetensors(path: Path) -> None:
     """Fail with a one-line error if a .safetensors file is truncated or its header is damaged."""
     size = path.stat().st_size
@@ -57,10 +61,15 @@ def check_safetensors(path: Path) -> None:
             if header_len > size - 8:
                 raise ValueError("header is longer than the file")
             header = json.loads(handle.read(header_len))
+        if not isinstance(header, dict):
+            raise ValueError(f"header is a JSON {type(header).__name__}, not an object of tensors")
+        for name, tensor in header.items():
+            if name != "__metadata__" and (not isinstance(tensor, dict) or tensor.get("dtype") not in SAFETENSORS_DTYPES):
+                raise ValueError(f"tensor {name} has unknown dtype {tensor.get('dtype') if isinstance(tensor, dict) else tensor!r}")
         end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
         if 8 + header_len + end > size:
             raise ValueError(f"tensor data needs {8 + header_len + end} bytes, file has {size}")
-    except (ValueError, struct.error, KeyError, TypeError) as exc:
+    except (ValueError, struct.error, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise LmforgeError(f"{path} is truncated or damaged ({exc}); re-save or download the model again") from None
 
 
@@ -105,6 +114,9 @@ def _load_hf_folder(folder: Path, dtype: torch.dtype | None, trust_remote_code: 
         raise LmforgeError(f"could not load the model in {folder}: {exc}".splitlines()[0]) from None
     except OSError as exc:
         raise LmforgeError(f"could not load the model in {folder}: {exc}".splitlines()[0]) from None
+    except RuntimeError as exc:  # shapes that do not match config.json ("size mismatch for ...")
+        raise LmforgeError(f"the weights in {folder} do not match its config.json ({str(exc).splitlines()[-1].strip()[:200]}); "
+                           "re-save the model or fix config.json") from None
     return _finish(model, tokenizer, device)
 
 
@@ -159,6 +171,35 @@ def resolve_source(source: str | os.PathLike) -> tuple[str, Path | str]:
     if _HUB_ID.match(text) and not text.startswith((".", "/", "~")):
         return "hub", text
     raise LmforgeError(f"model not found: '{text}' is not a folder, a .gguf file, a hub id or a zoo name ({', '.join(ZOO)})")
+
+
+def source_config(source: str | os.PathLike) -> dict[str, Any] | None:
+    """A model's config.json, read without loading the weights (None for a GGUF file, a hub id or an unreadable one)."""
+    with contextlib.suppress(LmforgeError, OSError, ValueError):
+        kind, where = resolve_source(source)
+        folder = zoo_path(str(where)) if kind == "zoo" else where if kind == "folder" else None
+        if folder is not None and (folder / "config.json").is_file():
+            config = json.loads((folder / "config.json").read_text())
+            return config if isinstance(config, dict) else None
+    return None
+
+
+def source_context_length(source: str | os.PathLike) -> int | None:
+    """The context length a model's config.json records (None when unknown)."""
+    config = source_config(source) or {}
+    value = config.get("max_position_embeddings") or config.get("n_positions")
+    return int(value) if isinstance(value, int) and value > 0 else None
+
+
+def fit_seqlen(source: str | os.PathLike, seqlen: int | None, default: int = 2048, option: str = "--seqlen") -> int:
+    """The sequence length to use, checked before the model loads: ``seqlen`` if the model's context holds it (a
+    one-line error if not); None means ``default``, shortened to the model's context."""
+    context = source_context_length(source)
+    if seqlen is None:
+        return min(default, context) if context else default
+    if context is not None and seqlen > context:
+        raise LmforgeError(f"{option} {seqlen} is longer than the model's context of {context} tokens; pass {option} {context} or less")
+    return seqlen
 
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -240,10 +281,12 @@ def plain_copy(model):
     return fresh.eval()
 
 
-def save_model(model, tokenizer, out_dir: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
-    """Save as a Hugging Face folder with safetensors weights, atomically (temp folder, then rename)."""
+def save_model(model, tokenizer, out_dir: str | os.PathLike, metadata: dict[str, Any] | None = None, *,
+               overwrite: bool = False) -> Path:
+    """Save as a Hugging Face folder with safetensors weights, atomically (temp folder, then rename); an existing
+    lmforge model folder is replaced only with ``overwrite``, any other folder never."""
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "model", overwrite) as tmp:
         plain_copy(model).save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         if metadata:
@@ -326,7 +369,7 @@ def pull(name: str, *, force: bool = False, progress=print) -> Path:
         metadata = {"zoo": name, "source": "hub", "hub_id": entry.hub_id, "source_quantization": None}
     elif (older := _older_copy(entry)) is not None and not force:
         progress(f"copying {entry.weights} from {older}, where an older lmforge cached it")
-        with atomic_dir(target) as tmp:
+        with atomic_dir(target, "model", overwrite=True) as tmp:
             shutil.copytree(older, tmp, dirs_exist_ok=True)
             write_json(Path(tmp) / METADATA_FILE, {**read_metadata(older), "zoo": name, "weights": entry.weights,
                                                    "license": entry.license, "weights_hash": _weights_hash(Path(tmp))})
@@ -351,7 +394,7 @@ def pull(name: str, *, force: bool = False, progress=print) -> Path:
             "source_quantization": gguf_source_quantization(gguf_cached),
         }
     metadata.update(weights=entry.weights, license=entry.license)
-    save_model(model, tokenizer, target, metadata)
+    save_model(model, tokenizer, target, metadata, overwrite=True)  # the cache is lmforge's own
     write_json(target / METADATA_FILE, {**read_metadata(target), "weights_hash": _weights_hash(target)})
     progress(f"saved to {target}")
     return target

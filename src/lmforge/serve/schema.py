@@ -127,7 +127,8 @@ class ChatBody(Sampling):
 
 class EmbeddingBody(_Strict):
     model: StrictStr | None = None
-    input: StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=64)] | TokenIds | list[TokenIds]
+    input: (StrictStr | Annotated[list[StrictStr], Field(min_length=1, max_length=64)]
+            | Annotated[TokenIds, Field(min_length=1)] | Annotated[list[Annotated[TokenIds, Field(min_length=1)]], Field(min_length=1, max_length=64)])
     encoding_format: Literal["float", "base64"] = "float"
     user: StrictStr | None = None  # an end-user id: the usage log keeps a hash of it
 

@@ -47,7 +47,7 @@ def save_checkpoint(folder: Path, model, tokenizer, state: dict[str, Any], keep:
 
     transformers_logging.disable_progress_bar()
     target = folder / f"step-{state['step']:06d}"
-    with atomic_dir(target) as tmp:
+    with atomic_dir(target, "checkpoint", overwrite=True) as tmp:  # a step folder of this training run
         save_model(model, tokenizer, tmp / "model")
         torch.save(state, tmp / STATE_FILE)
         write_json(tmp / "config.json", state["config"])

@@ -129,6 +129,8 @@ class TrainConfig:
             raise LmforgeError(f"precision '{self.precision}' is not one of auto, fp32, bf16")
         if not 0 < self.val_fraction < 0.5:
             raise LmforgeError(f"val_fraction={self.val_fraction} must be between 0 and 0.5")
+        if not self.lr > 0:
+            raise LmforgeError(f"lr must be above 0 (got {self.lr})")
         if self.warmup_steps < 0 or not 0 <= self.min_lr_ratio <= 1:
             raise LmforgeError("warmup_steps must be >= 0 and min_lr_ratio within [0, 1]")
 
@@ -151,6 +153,9 @@ def model_config(value: str | dict | ModelConfig) -> ModelConfig:
     raise LmforgeError(f"model must be a preset name or a mapping of fields (got {type(value).__name__})")
 
 
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 def _checked(values: dict, cls, prefix: str = "") -> dict:
     known = {f.name: f for f in fields(cls)}
     unknown = sorted(set(values) - set(known))
@@ -158,9 +163,18 @@ def _checked(values: dict, cls, prefix: str = "") -> dict:
         raise LmforgeError(f"unknown config field '{prefix}{unknown[0]}'; known fields: {', '.join(known)}")
     out = {}
     for name, value in values.items():
-        kind = type(getattr(cls(), name))
-        if kind in (int, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = kind(value) if kind is float or float(value).is_integer() else value
+        annotation = str(known[name].type)
+        kind = next((k for k in (bool, int, float, str) if annotation.split(" ")[0] == k.__name__), None)
+        if value is None and "None" in annotation or kind is None:
+            out[name] = value
+            continue
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if kind is float and number:
+            value = float(value)
+        elif kind is int and number and float(value).is_integer():
+            value = int(value)
+        elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise LmforgeError(f"config field '{prefix}{name}' must be {_KIND_NAMES[kind]} (got {value!r})")
         out[name] = value
     return out
 

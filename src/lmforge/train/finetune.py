@@ -64,6 +64,8 @@ class FinetuneConfig:
     def validate(self) -> None:
         if self.format not in {"auto", "instruction", "text"}:
             raise LmforgeError(f"format '{self.format}' is not one of auto, instruction, text")
+        if not self.lr > 0:
+            raise LmforgeError(f"lr must be above 0 (got {self.lr})")
         if self.rank < 1 or self.alpha < 1:
             raise LmforgeError(f"LoRA rank and alpha must be positive (got rank={self.rank}, alpha={self.alpha})")
         if self.batch_size % self.micro_batch_size:
@@ -327,7 +329,7 @@ def finetune(
                           out_dir=Path(out_dir) if out_dir else None, model=final)
 
 
-def save_finetuned(model, tokenizer, out_dir: str | os.PathLike, metadata: dict) -> Path:
+def save_finetuned(model, tokenizer, out_dir: str | os.PathLike, metadata: dict, *, overwrite: bool = False) -> Path:
     """A merged model as a full HF folder; a PEFT model as its adapters (safetensors) plus the tokenizer."""
     from peft import PeftModel
 
@@ -336,8 +338,8 @@ def save_finetuned(model, tokenizer, out_dir: str | os.PathLike, metadata: dict)
     from lmforge.models.loading import METADATA_FILE
 
     if not isinstance(model, PeftModel):
-        return save_model(model, tokenizer, out_dir, metadata)
-    with atomic_dir(out_dir) as tmp:
+        return save_model(model, tokenizer, out_dir, metadata, overwrite=overwrite)
+    with atomic_dir(out_dir, "model", overwrite) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / METADATA_FILE, metadata)

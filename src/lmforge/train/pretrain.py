@@ -293,6 +293,11 @@ def pretrain(
         f"{world} process(es) on {device.type}{', bf16 autocast' if bf16 else ''}")
 
     checkpoint_dir = out_dir / "checkpoints" if out_dir else None
+    if out_dir and rank == 0:
+        from lmforge.io import mark_artifact
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        mark_artifact(out_dir, "training run")  # a rerun may continue here; nothing else may be written over it
     last_checkpoint = None
     train_seconds, warmup_seconds, trained_steps, window_start, window_tokens = 0.0, 0.0, 0, time.perf_counter(), 0
     for step in range(start_step, last_step):

@@ -61,6 +61,21 @@ def measure(model, tokenizer, *, eval_windows: int | None = 8, seqlen: int = 204
     return row
 
 
+def check_group_size(model_source: str, config: QuantConfig) -> None:
+    """Before the model loads: the group size divides the widths config.json gives (the layers' input widths)."""
+    from lmforge.models.loading import source_config
+
+    shape = source_config(model_source) or {}
+    if not config.group_size or config.skip_bad_groups:
+        return
+    for field in ("hidden_size", "intermediate_size"):
+        width = shape.get(field)
+        if isinstance(width, int) and width % config.group_size:
+            divisors = [g for g in (32, 64, 128, 256) if width % g == 0]
+            raise LmforgeError(f"group size {config.group_size} does not divide the model's {field} {width}; pass --group-size "
+                               f"{' or '.join(map(str, divisors)) or '0 (one per channel)'}, or --skip-bad-groups")
+
+
 def compress_and_compare(
     model_source: str,
     config: QuantConfig,
@@ -88,6 +103,7 @@ def compress_and_compare(
     from lmforge.evaluate import peak_rss_bytes, reset_peak_rss
     from lmforge.models import load_model, precision, read_metadata, resolve_source
 
+    check_group_size(model_source, config)
     model, tokenizer = load_model(model_source, dtype=dtype, device=device)
     kind, where = resolve_source(model_source)
     source_folder = None

@@ -78,6 +78,13 @@ class Budget:
     min_tokens_per_s: float | None = None
     max_ppl_increase: float | None = None
 
+    def __post_init__(self) -> None:
+        for name, value in (("--max-mb", self.max_mb), ("--min-tokens-per-s", self.min_tokens_per_s)):
+            if value is not None and not value > 0:
+                raise LmforgeError(f"{name} must be above 0 (got {value}): it is a budget the recipe must fit")
+        if self.max_ppl_increase is not None and not self.max_ppl_increase >= 0:
+            raise LmforgeError(f"--max-ppl-increase must be 0 or more (got {self.max_ppl_increase:.0%}), e.g. 10%")
+
     def shortfalls(self, m: "Measurement", base_ppl: float) -> dict[str, float]:
         """Relative amount by which ``m`` misses each limit (0 where met)."""
         misses = {}

@@ -67,7 +67,7 @@ def _refuse_transposed_layers(model, quantized: dict[str, QuantLinear]) -> None:
                            "transformers would load them unquantized; keep lmforge's packed folder for this architecture")
 
 
-def export_compressed_tensors(model, tokenizer, out_dir: str | os.PathLike) -> Path:
+def export_compressed_tensors(model, tokenizer, out_dir: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write ``model`` (quantized with symmetric grids) as a compressed-tensors pack-quantized folder."""
     quantized = quantized_linears(model)
     _refuse_transposed_layers(model, quantized)
@@ -102,7 +102,7 @@ def export_compressed_tensors(model, tokenizer, out_dir: str | os.PathLike) -> P
         "kv_cache_scheme": None,
     }
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "model", overwrite) as tmp:
         type(model.config).from_dict(config).save_pretrained(tmp)
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         tokenizer.save_pretrained(tmp)

@@ -44,12 +44,12 @@ def quantization_metadata(model, report: dict[str, Any] | None = None) -> dict[s
 
 
 def save_quantized(model, tokenizer, out_dir: str | os.PathLike, report: dict[str, Any] | None = None,
-                   metadata: dict[str, Any] | None = None) -> Path:
-    """Write the quantized ``model`` and ``tokenizer`` to ``out_dir`` atomically."""
+                   metadata: dict[str, Any] | None = None, *, overwrite: bool = False) -> Path:
+    """Write the quantized ``model`` and ``tokenizer`` to ``out_dir`` atomically (``overwrite``: see ``save_model``)."""
     if not any(isinstance(m, QuantLinear) for m in model.modules()):
         raise LmforgeError("the model has no quantized layers; save it with lmforge.models.save_model")
     out_dir = Path(out_dir)
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "model", overwrite) as tmp:
         model.config.save_pretrained(tmp)
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)

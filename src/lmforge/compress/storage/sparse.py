@@ -72,7 +72,8 @@ def _unique_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_sparse(model: nn.Module, tokenizer, out_dir: str | Path, metadata: dict | None = None) -> dict[str, int]:
+def save_sparse(model: nn.Module, tokenizer, out_dir: str | Path, metadata: dict | None = None, *,
+                overwrite: bool = False) -> dict[str, int]:
     """Write config, tokenizer and weights (bitmask + values where that is smaller) to ``out_dir``, atomically.
 
     Returns ``{"dense_bytes", "stored_bytes", "packed_tensors"}``. Load with ``load_sparse``.
@@ -91,7 +92,7 @@ def save_sparse(model: nn.Module, tokenizer, out_dir: str | Path, metadata: dict
         else:
             tensors[name] = tensor
     stored_bytes = sum(t.numel() * t.element_size() for t in tensors.values())
-    with atomic_dir(out_dir) as tmp:
+    with atomic_dir(out_dir, "model", overwrite) as tmp:
         model.config.save_pretrained(tmp)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)

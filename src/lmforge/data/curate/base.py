@@ -161,7 +161,27 @@ def build_step(spec: Any) -> Step:
     unknown = sorted(set(options) - known)
     if unknown:
         raise LmforgeError(f"step '{name}' has no option {', '.join(unknown)}; options: {', '.join(sorted(known)) or 'none'}")
+    if known:
+        _check_option_types(name, cls, options)
     try:
         return cls(**options)
     except (TypeError, ValueError) as exc:
         raise LmforgeError(f"step '{name}': {exc}") from None
+
+
+_OPTION_TYPES = {"int": (int, "an integer"), "float": ((int, float), "a number"), "bool": (bool, "true or false"),
+                 "str": (str, "a string"), "list": ((list, tuple), "a list"), "tuple": ((list, tuple), "a list"),
+                 "dict": (dict, "a mapping")}
+
+
+def _check_option_types(name: str, cls, options: dict) -> None:
+    """Each option has the type its field declares (``min_score: abc`` is an error naming the option)."""
+    for f in fields(cls):
+        if f.name not in options:
+            continue
+        value, annotation = options[f.name], str(f.type)
+        expected = _OPTION_TYPES.get(annotation.split("|")[0].split("[")[0].strip())
+        if expected is None or (value is None and "None" in annotation):
+            continue
+        if not isinstance(value, expected[0]) or (isinstance(value, bool) and expected[0] is not bool):
+            raise LmforgeError(f"step '{name}': option {f.name} must be {expected[1]} (got {value!r})")

@@ -73,6 +73,13 @@ class MinHashDedup(GlobalStep):
     seed: int = 0
     threshold: float | None = None
 
+    def __post_init__(self) -> None:
+        for option in ("bands", "rows", "ngram"):
+            if getattr(self, option) < 1:
+                raise ValueError(f"{option} must be at least 1 (got {getattr(self, option)})")
+        if self.threshold is not None and not 0 <= self.threshold <= 1:
+            raise ValueError(f"threshold must be within [0, 1] (got {self.threshold})")
+
     def setup(self) -> None:
         self._hasher = MinHasher(self.bands, self.rows, self.ngram, self.seed)
 

@@ -20,8 +20,11 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import logging
 import os
 import shutil
+import sys
+import threading
 import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +37,11 @@ import numpy as np
 from lmforge.data.curate.base import Document, Drop, GlobalStep, Step, StepStats, build_step
 from lmforge.data.curate.readers import Input, ShardReader
 from lmforge.errors import LmforgeError
-from lmforge.io import atomic_path, write_json
+from lmforge.io import artifact_kind, atomic_path, check_output_dir, mark_artifact, refuse_protected, write_json
+from lmforge.runs.hashing import content_hash
+
+log = logging.getLogger(__name__)
+KIND = "pipeline output"
 
 OUTPUT_FORMATS = ("jsonl", "parquet")
 LENGTH_BUCKETS = (0, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600)  # words
@@ -82,18 +89,9 @@ class Pipeline:
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> "Pipeline":
-        import yaml
+        from lmforge.io import read_yaml_mapping
 
-        path = Path(path)
-        if not path.is_file():
-            raise LmforgeError(f"pipeline file not found: {path}")
-        try:
-            config = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise LmforgeError(f"{path} is not valid YAML ({str(exc).splitlines()[0]})") from None
-        if not isinstance(config, dict):
-            raise LmforgeError(f"{path} must be a mapping with input, steps and output")
-        return cls.from_dict(config)
+        return cls.from_dict(read_yaml_mapping(path, "pipeline file", "a mapping with input, steps and output"))
 
     def keys(self) -> list[str]:
         """A unique, ordered key per step: '03-gopher_quality' (exclusion folders, stats)."""
@@ -284,16 +282,34 @@ class LocalRun:
         return os.cpu_count() or 1
 
     def _prepare(self, overwrite: bool) -> None:
+        """Resume only a run of this pipeline on these very input files (content hashes); start over when an input
+        changed; never write into, or delete, a folder that is not a pipeline output, the working directory, the run
+        store or a folder holding an input."""
         config_path = self.work / "pipeline.json"
+        self.shards = self.pipeline.input.shard_files()
+        files = [file for shard in self.shards for file in shard]
+        refuse_protected(self.out, KIND, files)
+        killed_at_start = self.work.is_dir() and {p.name for p in self.out.iterdir()} == {"work"}
+        ours = config_path.exists() or artifact_kind(self.out) == KIND or killed_at_start
+        if self.out.exists() and not ours and any(self.out.iterdir()):
+            raise LmforgeError(f"{self.out} exists and is not a pipeline output; pick another output.dir "
+                               "(nothing there was changed)")
+        if ours and artifact_kind(self.out) is None:
+            mark_artifact(self.out, KIND)  # written by an lmforge from before the marker
+        check_output_dir(self.out, KIND, overwrite=True, inputs=files)
+        inputs = {file: content_hash(file) for file in files}
+        if config_path.exists() and not overwrite:
+            saved = json.loads(config_path.read_text())
+            if saved["fingerprint"] != self.pipeline.fingerprint():
+                raise LmforgeError(f"{self.out} holds a run of a different pipeline; pick another output.dir or pass --overwrite")
+            if saved.get("inputs") != inputs:
+                log.warning("the input files changed since %s was written; starting over", self.out)
+                overwrite = True
         if overwrite and self.out.exists():
             shutil.rmtree(self.out)
-        if config_path.exists():
-            if json.loads(config_path.read_text())["fingerprint"] != self.pipeline.fingerprint():
-                raise LmforgeError(f"{self.out} holds a run of a different pipeline; pick another output.dir or pass --overwrite")
-        elif self.out.exists() and any(p.name != "work" for p in self.out.iterdir()):  # "work" alone: killed at start
-            raise LmforgeError(f"{self.out} exists and is not a pipeline output; pick another output.dir or pass --overwrite")
-        self.shards = self.pipeline.input.shard_files()
-        write_json(config_path, {"fingerprint": self.pipeline.fingerprint(), "shards": self.shards})
+        self.out.mkdir(parents=True, exist_ok=True)
+        mark_artifact(self.out, KIND)
+        write_json(config_path, {"fingerprint": self.pipeline.fingerprint(), "inputs": inputs, "shards": self.shards})
 
     def run(self) -> dict[str, Any]:
         results: dict[tuple[int, int], dict] = {}
@@ -322,7 +338,9 @@ class LocalRun:
         return stats
 
     def _start(self):
-        return ProcessPoolExecutor(self.workers) if self.workers > 1 and len(self.shards) > 1 else None
+        if self.workers > 1 and len(self.shards) > 1:
+            return ProcessPoolExecutor(self.workers, initializer=die_with_parent, initargs=(os.getpid(),))
+        return None
 
     def _stop(self, pool) -> None:
         if pool is not None:
@@ -336,6 +354,31 @@ class LocalRun:
         futures = [pool.submit(run_shard, self.pipeline, stage, shard, files, self.work) for shard, files in pending]
         for future in futures:
             yield future.result()
+
+
+def die_with_parent(parent: int) -> None:
+    """Pool initializer: the worker ends when the process that started it dies, however it dies (SIGKILL too).
+
+    Linux delivers SIGKILL to the worker when its parent exits (prctl PR_SET_PDEATHSIG); everywhere, a watcher
+    thread also ends it once its parent is gone (it is then re-parented, so its parent pid changes)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
+        libc.prctl.restype = ctypes.c_int
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the signal was armed
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="lmforge-parent-watch", daemon=True).start()
 
 
 # Engines by ``--engine`` name. Other engines register here from their own modules (ray_engine.py adds "ray" when

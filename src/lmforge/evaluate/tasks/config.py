@@ -93,6 +93,8 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_yaml_loader(path.parent)) or {}
     except yaml.YAMLError as exc:
         raise LmforgeError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError as exc:
+        raise LmforgeError(f"{path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
     if not isinstance(raw, dict):
         raise LmforgeError(f"{path}: a task file must be a mapping of lm-eval task keys")
     if include := raw.pop("include", None):

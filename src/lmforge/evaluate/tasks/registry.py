@@ -24,7 +24,7 @@ def _names_in(path: Path) -> list[str]:
     Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=Loader)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, UnicodeDecodeError):
         return []
     if not isinstance(raw, dict):
         return []
