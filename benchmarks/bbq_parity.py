@@ -39,9 +39,11 @@ REPO = Path(__file__).resolve().parents[1]
 OUR_SCRIPT = """
 import json, sys, time
 started = time.perf_counter()
+import torch
 from lmforge.audit.bbq import bbq
 from lmforge.models import load_model
-model_name, limit, batch_size, out, *files = sys.argv[1:]
+model_name, limit, batch_size, threads, out, *files = sys.argv[1:]
+torch.set_num_threads(int(threads))
 model, tokenizer = load_model(model_name)
 result = bbq(model, tokenizer, files=files, limit=int(limit) or None, batch_size=int(batch_size))
 open(out, "w").write(json.dumps({"seconds": time.perf_counter() - started, "result": result.to_dict()}))
@@ -68,10 +70,11 @@ def lm_eval_task_yaml(lm_eval_python: str, category: str, path: Path) -> str:
 
 
 def run_lm_eval(lm_eval_python: str, model_dir: Path, files: dict[str, Path], limit: int | None, batch_size: int,
-                work: Path) -> dict:
+                threads: int, work: Path) -> dict:
     done_marker = work / "done.json"
     if done_marker.exists():
-        seconds = json.loads(done_marker.read_text())["seconds"]
+        recorded = json.loads(done_marker.read_text())
+        seconds, threads = recorded["seconds"], recorded.get("threads")
     else:
         (work / "tasks").mkdir(parents=True, exist_ok=True)
         for category, path in files.items():
@@ -82,14 +85,15 @@ def run_lm_eval(lm_eval_python: str, model_dir: Path, files: dict[str, Path], li
                    "--batch_size", str(batch_size), "--device", "cpu", "--output_path", str(work / "out"), "--log_samples"]
         if limit:
             command += ["--limit", str(limit)]
-        env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+               "OMP_NUM_THREADS": str(threads)}
         start = time.perf_counter()
         done = subprocess.run(command, capture_output=True, text=True, env=env)
         seconds = time.perf_counter() - start
         (work / "lm_eval.log").write_text(done.stdout + done.stderr)
         if done.returncode:
             sys.exit(f"lm-eval failed:\n{done.stderr[-3000:]}")
-        done_marker.write_text(json.dumps({"seconds": seconds, "limit": limit}))
+        done_marker.write_text(json.dumps({"seconds": seconds, "limit": limit, "threads": threads}))
     results = json.loads(Path(sorted(glob.glob(str(work / "out" / "**" / "results_*.json"), recursive=True))[-1]).read_text())
     per_category = {}
     for category in files:
@@ -104,7 +108,7 @@ def run_lm_eval(lm_eval_python: str, model_dir: Path, files: dict[str, Path], li
             f"disamb_bias_score_{category}": metrics[f"disamb_bias_score_{category},none"],
             "answers": [int(np.argmax([float(r[0][0]) for r in s["resps"]])) for s in samples],
         }
-    return {"seconds": seconds, "evaluation_seconds": float(results.get("total_evaluation_time_seconds", "nan")),
+    return {"seconds": seconds, "threads": threads, "evaluation_seconds": float(results.get("total_evaluation_time_seconds", "nan")),
             "categories": per_category}
 
 
@@ -113,6 +117,8 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m-instruct-q4_1", help="zoo name or HF folder")
     parser.add_argument("--limit", type=int, default=None, help="first N rows of each category (default: all)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for both tools (on a busy 2-core machine more threads spin against each other)")
     parser.add_argument("--lm-eval-python", default=str(REPO / ".venv-lmeval" / "bin" / "python"))
     parser.add_argument("--lm-eval-dir", default=None, help="keep (and reuse) lm-eval's outputs here")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "bbq_parity.json"))
@@ -122,10 +128,10 @@ def main() -> None:
     files = {path.stem: path for path in sorted((data_dir() / "bbq" / "data").glob("*.jsonl"))}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.lm_eval_dir) if args.lm_eval_dir else Path(tmp) / "lm_eval"
-        theirs = run_lm_eval(args.lm_eval_python, model_dir, files, args.limit, args.batch_size, work)
+        theirs = run_lm_eval(args.lm_eval_python, model_dir, files, args.limit, args.batch_size, args.threads, work)
         started = time.perf_counter()
         subprocess.run([sys.executable, "-c", OUR_SCRIPT, args.model, str(args.limit or 0), str(args.batch_size),
-                        str(Path(tmp) / "ours.json"), *map(str, files.values())], check=True)
+                        str(args.threads), str(Path(tmp) / "ours.json"), *map(str, files.values())], check=True)
         our_process_seconds = time.perf_counter() - started
         saved = json.loads((Path(tmp) / "ours.json").read_text())
     ours = saved["result"]
@@ -149,7 +155,7 @@ def main() -> None:
           + ", ".join(f"{c} {100 * a:.2f} %" for c, a in agreement.items())
           + f"; process wall s: lm-eval {theirs['seconds']:.0f}, lmforge {our_process_seconds:.0f}")
     save_result(args.out, {"model": args.model, "rows": total_rows, "limit": args.limit, "batch_size": args.batch_size,
-                           "lm_eval": theirs, "lmforge": {"seconds": our_process_seconds, "own_clock_seconds": saved["seconds"],
+                           "lm_eval": theirs, "lmforge": {"seconds": our_process_seconds, "threads": args.threads, "own_clock_seconds": saved["seconds"],
                                                          "categories": ours["categories"]},
                            "metric_gaps": gaps, "largest_gap": worst, "answer_agreement": agreement},
                 models=[args.model], data=list(files.values()), peers={"lm-eval": (args.lm_eval_python, "lm_eval")})
