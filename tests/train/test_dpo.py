@@ -167,3 +167,27 @@ def test_dpo_learns_the_preference_caches_the_reference_and_resumes(small, tmp_p
     with pytest.raises(LmforgeError, match="other settings \\(beta\\)"):
         dpo(copy.deepcopy(model), tokenizer, DpoConfig(**{**config.__dict__, "beta": 0.2}), tmp_path / "b",
             pairs=pairs(40), log=None)
+
+
+def test_align_cli_reports_before_and_after_and_names_a_bad_record(tiny_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from lmforge.cli.main import app
+
+    data = tmp_path / "prefs.jsonl"
+    data.write_text("".join(json.dumps({"prompt": p["prompt"][0]["content"], "chosen": p["chosen"], "rejected": p["rejected"]}) + "\n"
+                            for p in pairs(12)))
+    out = tmp_path / "metrics.json"
+    result = CliRunner().invoke(app, ["align", str(tiny_folder), "--method", "dpo", "--data", str(data), "--eval-pairs", "4",
+                                      "--steps", "2", "--batch-size", "4", "--rank", "2", "--max-length", "64",
+                                      "--max-prompt-length", "32", "-o", str(tmp_path / "aligned"), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "held-out pairs (4)" in result.output and "reward accuracy" in result.output
+    metrics = json.loads(out.read_text())
+    assert metrics["steps"] == 2 and metrics["before"]["reward_margin"] == 0 and "energy" in metrics
+    assert (tmp_path / "aligned" / "adapters" / "adapter_model.safetensors").exists()
+
+    data.write_text(json.dumps({"prompt": "Q", "chosen": "A"}) + "\n")
+    result = CliRunner().invoke(app, ["align", str(tiny_folder), "--data", str(data)])
+    assert result.exit_code != 0
+    assert "prefs.jsonl:1: a preference record needs 'chosen' and 'rejected'" in str(result.exception or result.output)
