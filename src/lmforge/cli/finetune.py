@@ -16,10 +16,12 @@ def register(app: typer.Typer) -> None:
 
 def finetune_command(
     model: str = typer.Argument(..., help="zoo name, HF folder, .gguf file or hub id"),
-    data: str = typer.Option("arc_easy", help="jsonl of prompt/response, a text corpus, or the named set arc_easy"),
-    format: str = typer.Option("auto", help="auto | instruction | text"),
+    data: str = typer.Option("arc_easy", help="jsonl of prompt/response or of messages, a text corpus, or the named set arc_easy"),
+    format: str = typer.Option("auto", help="auto | instruction | messages | text"),
     prompt_field: str = typer.Option("prompt"),
     response_field: str = typer.Option("response"),
+    messages_field: str = typer.Option("messages", help="jsonl field holding a conversation (system/user/assistant turns)"),
+    pack: bool = typer.Option(False, "--pack/--no-pack", help="pack examples into rows of --max-length (no attention across them)"),
     limit: int = typer.Option(None, help="use only the first N examples"),
     epochs: int = typer.Option(1),
     steps: int = typer.Option(None, help="optimizer steps (default: the epochs)"),
@@ -50,7 +52,7 @@ def finetune_command(
 
     set_threads(threads)
     cfg = FinetuneConfig(data=data, format=format, prompt_field=prompt_field, response_field=response_field,
-                         limit=limit, epochs=epochs, max_steps=steps, batch_size=batch_size,
+                         messages_field=messages_field, pack=pack, limit=limit, epochs=epochs, max_steps=steps, batch_size=batch_size,
                          micro_batch_size=micro_batch_size, max_length=max_length, lr=lr, rank=rank, alpha=alpha,
                          target_modules=[m.strip() for m in target_modules.split(",") if m.strip()], merge=merge,
                          ood_windows=ood_windows, ood_seqlen=ood_seqlen, max_eval_examples=max_eval_examples)

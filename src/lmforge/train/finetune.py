@@ -2,7 +2,10 @@
 
 Instruction data (jsonl with prompt/response fields, or the named ``arc_easy``
 set) is rendered with the model's chat template; the loss covers the response
-tokens only. Plain text is packed into windows and every token is learned.
+tokens only. Multi-turn conversations (a ``messages`` list of system/user/assistant
+turns) are rendered the same way and learned on their assistant turns only
+(``lmforge.train.chat``); ``pack`` joins examples into full rows without letting
+them see each other. Plain text is packed into windows and every token is learned.
 Before and after training the model is scored in-domain (held-out examples)
 and out-of-domain (a WikiText-2 slice): specialization is bought with
 generality, and the report says at what price.
@@ -26,18 +29,19 @@ import torch.nn.functional as F
 from lmforge.data import load_corpus
 from lmforge.models.linears import attention_linear_names
 from lmforge.errors import LmforgeError
+from lmforge.train.chat import IGNORE, collate_packed, encode_conversation, pack, read_conversations
 from lmforge.train.data import tokenize_documents
 from lmforge.train.pretrain import warmup_cosine
-
-IGNORE = -100
 
 
 @dataclass
 class FinetuneConfig:
     data: str = "arc_easy"  # jsonl of prompt/response, a text corpus (path or name), or the named set arc_easy
-    format: str = "auto"  # auto | instruction | text
+    format: str = "auto"  # auto | instruction | messages | text
     prompt_field: str = "prompt"
     response_field: str = "response"
+    messages_field: str = "messages"
+    pack: bool = False  # several examples per row, each attending only to itself
     text_field: str = "text"
     limit: int | None = None  # use the first N examples (documents for text)
     eval_fraction: float = 0.1
@@ -62,8 +66,8 @@ class FinetuneConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.format not in {"auto", "instruction", "text"}:
-            raise LmforgeError(f"format '{self.format}' is not one of auto, instruction, text")
+        if self.format not in {"auto", "instruction", "messages", "text"}:
+            raise LmforgeError(f"format '{self.format}' is not one of auto, instruction, messages, text")
         if self.rank < 1 or self.alpha < 1:
             raise LmforgeError(f"LoRA rank and alpha must be positive (got rank={self.rank}, alpha={self.alpha})")
         if self.batch_size % self.micro_batch_size:
@@ -131,13 +135,13 @@ def read_instructions(path: Path, prompt_field: str, response_field: str, limit:
     return examples
 
 
-def _is_instruction_file(path: Path, prompt_field: str) -> bool:
+def _first_record_has(path: Path, field: str) -> bool:
     if path.suffix.lower() not in {".jsonl", ".ndjson", ".json"} or not path.is_file():
         return False
     with open(path, encoding="utf-8") as handle:
         first = next((line for line in handle if line.strip()), "")
     try:
-        return prompt_field in json.loads(first)
+        return field in json.loads(first)
     except (json.JSONDecodeError, TypeError):
         return False
 
@@ -165,8 +169,17 @@ def encode_instruction(tokenizer, prompt: str, response: str, max_length: int) -
 def load_examples(config: FinetuneConfig, tokenizer) -> tuple[list[tuple[list[int], list[int]]], str]:
     """Encoded (ids, labels) examples and the format they were read as."""
     path = Path(config.data).expanduser()
+    if config.format == "messages" or (config.format == "auto" and _first_record_has(path, config.messages_field)):
+        if not path.is_file():
+            raise LmforgeError(f"conversation data not found: {path}")
+        encoded = [encode_conversation(tokenizer, c, config.max_length)
+                   for c in read_conversations(path, config.messages_field, config.limit)]
+        encoded = [(ids, labels) for ids, labels in encoded if any(label != IGNORE for label in labels[1:])]
+        if not encoded:
+            raise LmforgeError(f"every assistant turn was cut off by max_length={config.max_length}; raise --max-length")
+        return encoded, "messages"
     instruction = config.format == "instruction" or (
-        config.format == "auto" and (config.data == "arc_easy" or _is_instruction_file(path, config.prompt_field)))
+        config.format == "auto" and (config.data == "arc_easy" or _first_record_has(path, config.prompt_field)))
     if instruction:
         if config.data == "arc_easy":
             rows = arc_easy_instructions(config.limit)
@@ -202,8 +215,9 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
 
 
 def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Summed next-token loss over labelled tokens, and how many there were."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    """Summed next-token loss over labelled tokens, and how many there were (packed rows bring their positions)."""
+    extra = {"position_ids": batch["position_ids"]} if "position_ids" in batch else {}
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
     targets = batch["labels"][:, 1:]
     loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
     return loss, int((targets != IGNORE).sum())
@@ -254,9 +268,12 @@ def finetune(
     eval_examples, train_examples = examples[:n_eval], examples[n_eval:]
     if not train_examples:
         raise LmforgeError(f"{config.data} gives {len(examples)} examples: too few to hold {n_eval} out; add data")
-    steps_per_epoch = max(1, len(train_examples) // config.batch_size)
+    train_rows = pack(train_examples, config.max_length) if config.pack else train_examples
+    batchify = (lambda rows: collate_packed(rows, pad_id)) if config.pack else (lambda rows: collate(rows, pad_id))
+    steps_per_epoch = max(1, len(train_rows) // config.batch_size)
     steps = config.max_steps or steps_per_epoch * config.epochs
-    log(f"{len(train_examples)} {data_format} examples for training, {len(eval_examples)} held out; {steps} steps")
+    log(f"{len(train_examples)} {data_format} examples for training"
+        + (f" packed into {len(train_rows)} rows" if config.pack else "") + f", {len(eval_examples)} held out; {steps} steps")
 
     report: dict = {}
     if out_of_domain_loss:
@@ -282,22 +299,23 @@ def finetune(
 
     peft_model.train()
     losses, tokens, start = [], 0, time.perf_counter()
-    order = list(range(len(train_examples)))
+    order = list(range(len(train_rows)))
     rng = random.Random(config.seed)
     for step in range(steps):
         first = (step % steps_per_epoch) * config.batch_size
         if first == 0:
             rng.shuffle(order)
-        batch_examples = [train_examples[i] for i in order[first:first + config.batch_size]]
-        micro_batches = [batch_examples[i:i + config.micro_batch_size] for i in range(0, len(batch_examples), config.micro_batch_size)]
-        labelled = sum(sum(label != IGNORE for label in labels[1:]) for _, labels in batch_examples)
+        batch_rows = [train_rows[i] for i in order[first:first + config.batch_size]]
+        micro_batches = [batchify(batch_rows[i:i + config.micro_batch_size])
+                         for i in range(0, len(batch_rows), config.micro_batch_size)]
+        labelled = sum(int((micro["labels"][:, 1:] != IGNORE).sum()) for micro in micro_batches)
+        tokens += sum(sum(len(ids) for ids, _ in row) if config.pack else len(row[0]) for row in batch_rows)
         step_loss = 0.0
         for micro in micro_batches:
-            batch = {k: v.to(peft_model.device) for k, v in collate(micro, pad_id).items()}
+            batch = {k: v.to(peft_model.device) for k, v in micro.items()}
             loss_sum, _ = token_loss_sum(peft_model, batch)
             (loss_sum / labelled).backward()
             step_loss += loss_sum.item() / labelled
-            tokens += int(batch["attention_mask"].sum())
         torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.grad_clip)
         optimizer.step()
         scheduler.step()
