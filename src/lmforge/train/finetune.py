@@ -42,6 +42,8 @@ class FinetuneConfig:
     response_field: str = "response"
     messages_field: str = "messages"
     pack: bool = False  # several examples per row, each attending only to itself
+    cda: bool = False  # add a counterfactual copy of every example that mentions a listed word (data.curate.cda)
+    cda_word_pairs: str = ""  # a word-pair file; empty: the shipped gender list
     text_field: str = "text"
     limit: int | None = None  # use the first N examples (documents for text)
     eval_fraction: float = 0.1
@@ -88,6 +90,7 @@ class FinetuneResult:
     train_flops: float  # ≈ 4·N·D: forward 2·N, backward through activations 2·N; frozen weights get no gradient
     seconds: float
     forgetting: dict
+    counterfactual_examples: int = 0  # copies added by --cda
     out_dir: Path | None = None
     model: object = field(default=None, repr=False)
 
@@ -166,14 +169,37 @@ def encode_instruction(tokenizer, prompt: str, response: str, max_length: int) -
     return ids, labels
 
 
-def load_examples(config: FinetuneConfig, tokenizer) -> tuple[list[tuple[list[int], list[int]]], str]:
-    """Encoded (ids, labels) examples and the format they were read as."""
+def _counterfactuals(config: FinetuneConfig, items: list, swap_item: Callable, added: list[int]) -> list:
+    """``items`` followed by the counterfactual copy of each one that changes (with ``config.cda``); the number
+    of copies goes to ``added``."""
+    if not config.cda:
+        return items
+    from lmforge.data.curate.cda import load_word_pairs, swap
+
+    pairs = load_word_pairs(config.cda_word_pairs or None)
+    copies = [copy for item in items if (copy := swap_item(item, lambda text: swap(text, pairs)[0])) != item]
+    added.append(len(copies))
+    return items + copies
+
+
+def _word_list_label(path: str) -> str:
+    from lmforge.data.curate.cda import load_word_pairs
+
+    return load_word_pairs(path or None).label
+
+
+def load_examples(config: FinetuneConfig, tokenizer,
+                  counterfactuals: list[int] | None = None) -> tuple[list[tuple[list[int], list[int]]], str]:
+    """Encoded (ids, labels) examples and the format they were read as; with ``cda`` their counterfactual
+    copies follow them (how many is appended to ``counterfactuals``)."""
+    added = counterfactuals if counterfactuals is not None else []
     path = Path(config.data).expanduser()
     if config.format == "messages" or (config.format == "auto" and _first_record_has(path, config.messages_field)):
         if not path.is_file():
             raise LmforgeError(f"conversation data not found: {path}")
-        encoded = [encode_conversation(tokenizer, c, config.max_length)
-                   for c in read_conversations(path, config.messages_field, config.limit)]
+        conversations = _counterfactuals(config, read_conversations(path, config.messages_field, config.limit),
+                                         lambda c, swap: [{**m, "content": swap(m["content"])} for m in c], added)
+        encoded = [encode_conversation(tokenizer, c, config.max_length) for c in conversations]
         encoded = [(ids, labels) for ids, labels in encoded if any(label != IGNORE for label in labels[1:])]
         if not encoded:
             raise LmforgeError(f"every assistant turn was cut off by max_length={config.max_length}; raise --max-length")
@@ -187,14 +213,16 @@ def load_examples(config: FinetuneConfig, tokenizer) -> tuple[list[tuple[list[in
             rows = read_instructions(path, config.prompt_field, config.response_field, config.limit)
         else:
             raise LmforgeError(f"instruction data not found: {path}")
+        rows = _counterfactuals(config, rows, lambda r, swap: {"prompt": swap(r["prompt"]), "response": swap(r["response"])}, added)
         encoded = [encode_instruction(tokenizer, r["prompt"], r["response"], config.max_length) for r in rows]
         encoded = [(ids, labels) for ids, labels in encoded if any(label != IGNORE for label in labels)]
         if not encoded:
             raise LmforgeError(f"every response was cut off by max_length={config.max_length}; raise --max-length")
         return encoded, "instruction"
     corpus = load_corpus(config.data, text_field=config.text_field)
-    if config.limit:
-        corpus = type(corpus)(corpus.name, lambda c=corpus: c.documents(config.limit))
+    if config.limit or config.cda:
+        documents = _counterfactuals(config, list(corpus.documents(config.limit)), lambda text, swap: swap(text), added)
+        corpus = type(corpus)(corpus.name, lambda: iter(documents))
     stream = tokenize_documents(tokenizer, corpus).tolist()
     windows = [stream[i:i + config.max_length] for i in range(0, len(stream) - 1, config.max_length)]
     windows = [w for w in windows if len(w) > 1]
@@ -262,7 +290,11 @@ def finetune(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     pad_id = tokenizer.pad_token_id
-    examples, data_format = load_examples(config, tokenizer)
+    counterfactuals: list[int] = []
+    examples, data_format = load_examples(config, tokenizer, counterfactuals)
+    if config.cda:
+        log(f"counterfactual augmentation added {sum(counterfactuals)} swapped copies "
+            f"({_word_list_label(config.cda_word_pairs)})")
     random.Random(config.seed).shuffle(examples)
     n_eval = min(config.max_eval_examples, max(1, int(len(examples) * config.eval_fraction)))
     eval_examples, train_examples = examples[:n_eval], examples[n_eval:]
@@ -342,6 +374,7 @@ def finetune(
     return FinetuneResult(steps=steps, losses=losses, trainable_params=trainable, total_params=total,
                           train_examples=len(train_examples), eval_examples=len(eval_examples), train_tokens=tokens,
                           train_flops=4.0 * (total - trainable) * tokens, seconds=seconds, forgetting=report,
+                          counterfactual_examples=sum(counterfactuals),
                           out_dir=Path(out_dir) if out_dir else None, model=final)
 
 
