@@ -4,6 +4,7 @@ the before/after report, the reference cache and resuming onto the same curve.""
 import copy
 import json
 import math
+import os
 import subprocess
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from lmforge.models import save_model, tiny_model_and_tokenizer
 from lmforge.train.dpo import (DpoConfig, collate_pairs, dpo, dpo_loss, encode_pair, parse_dialogue, preference_pair,
                                read_preferences, sequence_logps)
 
-TRL_PYTHON = Path("/work/main/.venv-trl/bin/python")
+TRL_PYTHON = Path(os.environ.get("LMFORGE_TRL_PYTHON", Path(__file__).resolve().parents[2] / ".venv-trl/bin/python"))
+if not TRL_PYTHON.exists():
+    TRL_PYTHON = Path("/work/main/.venv-trl/bin/python")
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
           "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 WORDS = ["river", "stone", "water", "wind", "ice", "sugar", "light", "battery", "circuit", "energy"]
