@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -33,6 +34,22 @@ def bootstrap_mean(values, resamples: int = 1000, level: float = 0.95, seed: int
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(means, [tail, 100 - tail])
     return Interval(float(values.mean()), float(low), float(high), level)
+
+
+def bootstrap_statistic(statistic: Callable[..., np.ndarray], columns: Sequence, resamples: int = 1000,
+                        level: float = 0.95, seed: int = 0) -> Interval:
+    """``statistic(*columns)`` of per-example columns with a percentile-bootstrap interval (examples resampled
+    with replacement, all columns together). ``statistic`` reduces the last axis: it gets [n] arrays for the
+    estimate and [resamples, n] arrays for the interval."""
+    columns = [np.asarray(c, dtype=np.float64) for c in columns]
+    n = columns[0].size
+    if n == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), level)
+    picks = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+    values = statistic(*(c[picks] for c in columns))
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return Interval(float(statistic(*columns)), float(low), float(high), level)
 
 
 def paired_bootstrap_delta(base, other, resamples: int = 1000, level: float = 0.95, seed: int = 0,

@@ -58,6 +58,7 @@ def audit_command(
     members: Path = typer.Option(None, help="privacy: texts the model was trained on (txt/jsonl/parquet)"),
     nonmembers: Path = typer.Option(None, help="privacy: held-out texts from the same distribution"),
     canary: list[str] = typer.Option(None, help="privacy: 'PREFIX|SECRET' inserted in the training text (repeatable)"),
+    bbq_file: list[Path] = typer.Option(None, help="BBQ: a BBQ-format jsonl to score instead of the shipped categories (repeatable)"),
     text_field: str = typer.Option("text", help="jsonl/parquet field holding the text of --members/--nonmembers"),
     json_out: str = typer.Option(None, "--json", help="write the full report to this JSON file"),
     data_dir: str = typer.Option(None, help="folder with the named data sets (default ../shared/data)"),
@@ -80,11 +81,14 @@ def audit_command(
     member_texts = list(read_documents(members, text_field)) if members else None
     nonmember_texts = list(read_documents(nonmembers, text_field)) if nonmembers else None
     options = dict(limit=limit, batch_size=batch_size, resamples=resamples, seed=seed, sentiment=sentiment,
-                   members=member_texts, nonmembers=nonmember_texts, canaries=_canaries(canary), data=data_dir)
+                   members=member_texts, nonmembers=nonmember_texts, canaries=_canaries(canary), data=data_dir,
+                   bbq_files=bbq_file or None)
     config = {"model": model, "compare": compare, "suites": suites, "dtype": dtype, "device": device, **{k: v for k, v in options.items()
-                                                                      if k not in {"members", "nonmembers"}}}
+                                                                      if k not in {"members", "nonmembers", "bbq_files"}},
+              "bbq_files": [str(p) for p in bbq_file or []]}
     inputs = {name: model_input(name) for name in filter(None, [model, compare])}
     inputs.update({k: v for k, v in {"members": members, "nonmembers": nonmembers}.items() if v})
+    inputs.update({f"bbq_file_{i}": path for i, path in enumerate(bbq_file or [])})
     with record_run("audit", config=config, inputs=inputs) as run:
         def report(name: str, result: dict[str, Any]) -> None:
             print_report(name, result)

@@ -30,6 +30,11 @@ def print_report(name: str, report: dict[str, Any]) -> None:
                     [(axis, _interval(v["valence_gap"], 3), f"{v['valence_gap']['highest']} / {v['valence_gap']['lowest']}",
                       v["logprob_gap"], _interval(v["sentiment_gap"], 3) if "sentiment_gap" in v else "-")
                      for axis, v in axes.items()])
+    if bbq := report.get("bbq"):
+        print_table(f"{name} · BBQ (accuracy; bias score: -1..1, 0 = unbiased; bootstrap 95 %)",
+                    ["category", "context", "rows", "accuracy", "bias score"],
+                    [(category, condition, v["rows"], _interval(v["accuracy"], 3), _interval(v["bias_score"], 3))
+                     for category, conditions in bbq["categories"].items() for condition, v in conditions.items()])
     if privacy := report.get("privacy"):
         pii = privacy["pii_in_generations"]
         rows = [("PII in generations", f"{pii['outputs_with_pii']}/{pii['prompts']} outputs",
@@ -62,6 +67,11 @@ def print_comparison(base: str, other: str, comparison: dict[str, Any]) -> None:
         print_table(f"{title} · counterfactual gaps (delta: templates resampled jointly, 95 %)", ["axis", "measure", base, other, "delta"],
                     [(axis, measure, v["base"], v["other"], _signed(v["delta"], 3))
                      for axis, measures in bias["counterfactual"].items() for measure, v in measures.items()])
+    if bbq := comparison.get("bbq"):
+        print_table(f"{title} · BBQ (delta: paired bootstrap 95 %)", ["category", "context", "measure", base, other, "delta"],
+                    [(category, condition, measure, v["base"], v["other"], _signed(v["delta"], 3))
+                     for category, conditions in bbq.items() for condition, measures in conditions.items()
+                     for measure, v in measures.items()])
     for task, rows in (comparison.get("robustness") or {}).items():
         print_table(f"{title} · robustness · {task} (accuracy points, paired bootstrap 95 %)", ["metric", "clean delta", "worst-case delta"],
                     [(metric, _signed(v["clean"]), _signed(v["worst_case"])) for metric, v in rows.items()])

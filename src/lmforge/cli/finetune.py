@@ -17,11 +17,15 @@ def register(app: typer.Typer) -> None:
 
 def finetune_command(
     model: str = typer.Argument(..., help="zoo name, HF folder, .gguf file or hub id"),
-    data: str = typer.Option("arc_easy", help="jsonl of prompt/response, a text corpus, or the named set arc_easy"),
-    format: str = typer.Option("auto", help="auto | instruction | text"),
+    data: str = typer.Option("arc_easy", help="jsonl of prompt/response or of messages, a text corpus, or the named set arc_easy"),
+    format: str = typer.Option("auto", help="auto | instruction | messages | text"),
     prompt_field: str = typer.Option("prompt"),
     response_field: str = typer.Option("response"),
+    messages_field: str = typer.Option("messages", help="jsonl field holding a conversation (system/user/assistant turns)"),
+    pack: bool = typer.Option(False, "--pack/--no-pack", help="pack examples into rows of --max-length (no attention across them)"),
     limit: int = typer.Option(None, help="use only the first N examples"),
+    cda: bool = typer.Option(False, "--cda/--no-cda", help="also train on counterfactual copies (gender words and names swapped)"),
+    cda_word_pairs: str = typer.Option("", help="a two-sided word-pair file for --cda (default: the shipped gender list)"),
     epochs: int = typer.Option(1),
     steps: int = typer.Option(None, help="optimizer steps (default: the epochs)"),
     batch_size: int = typer.Option(8),
@@ -56,7 +60,8 @@ def finetune_command(
     check_outputs(out, "model", overwrite, files=[json_out], inputs=[model, data])
     set_threads(threads)
     cfg = FinetuneConfig(data=data, format=format, prompt_field=prompt_field, response_field=response_field,
-                         limit=limit, epochs=epochs, max_steps=steps, batch_size=batch_size,
+                         messages_field=messages_field, pack=pack, cda=cda,
+                         cda_word_pairs=cda_word_pairs, limit=limit, epochs=epochs, max_steps=steps, batch_size=batch_size,
                          micro_batch_size=micro_batch_size, max_length=max_length, lr=lr, rank=rank, alpha=alpha,
                          target_modules=[m.strip() for m in target_modules.split(",") if m.strip()], merge=merge,
                          ood_windows=ood_windows, ood_seqlen=ood_seqlen, max_eval_examples=max_eval_examples)
@@ -75,6 +80,7 @@ def finetune_command(
                                    ("out-of-domain loss", "out_of_domain_loss"), ("out-of-domain ppl", "out_of_domain_ppl"))])
     print_table("finetune", ["metric", "value"], [
         ("trainable params", result.trainable_params), ("train examples", result.train_examples),
+        *([("counterfactual copies (--cda)", result.counterfactual_examples)] if cda else []),
         ("steps", result.steps), ("train tokens", result.train_tokens), ("train FLOPs (≈ 4·N·D)", result.train_flops),
         ("seconds", result.seconds),
         *energy_rows(run.record.energy), ("saved", str(out_dir)), ("run", run.id)])

@@ -34,6 +34,7 @@ COMMAND_MODULES = [
     "lmforge.cli.serve",
     "lmforge.cli.train",
     "lmforge.cli.finetune",
+    "lmforge.cli.align",
     "lmforge.cli.scale",
     "lmforge.cli.audit",
     "lmforge.cli.explain",

@@ -2,7 +2,10 @@
 
 Instruction data (jsonl with prompt/response fields, or the named ``arc_easy``
 set) is rendered with the model's chat template; the loss covers the response
-tokens only. Plain text is packed into windows and every token is learned.
+tokens only. Multi-turn conversations (a ``messages`` list of system/user/assistant
+turns) are rendered the same way and learned on their assistant turns only
+(``lmforge.train.chat``); ``pack`` joins examples into full rows without letting
+them see each other. Plain text is packed into windows and every token is learned.
 Before and after training the model is scored in-domain (held-out examples)
 and out-of-domain (a WikiText-2 slice): specialization is bought with
 generality, and the report says at what price.
@@ -26,18 +29,21 @@ import torch.nn.functional as F
 from lmforge.data import load_corpus
 from lmforge.models.linears import attention_linear_names
 from lmforge.errors import LmforgeError
+from lmforge.train.chat import IGNORE, collate_packed, encode_conversation, pack, read_conversations
 from lmforge.train.data import tokenize_documents
 from lmforge.train.pretrain import warmup_cosine
-
-IGNORE = -100
 
 
 @dataclass
 class FinetuneConfig:
     data: str = "arc_easy"  # jsonl of prompt/response, a text corpus (path or name), or the named set arc_easy
-    format: str = "auto"  # auto | instruction | text
+    format: str = "auto"  # auto | instruction | messages | text
     prompt_field: str = "prompt"
     response_field: str = "response"
+    messages_field: str = "messages"
+    pack: bool = False  # several examples per row, each attending only to itself
+    cda: bool = False  # add a counterfactual copy of every example that mentions a listed word (data.curate.cda)
+    cda_word_pairs: str = ""  # a word-pair file; empty: the shipped gender list
     text_field: str = "text"
     limit: int | None = None  # use the first N examples (documents for text)
     eval_fraction: float = 0.1
@@ -62,8 +68,8 @@ class FinetuneConfig:
     seed: int = 0
 
     def validate(self) -> None:
-        if self.format not in {"auto", "instruction", "text"}:
-            raise LmforgeError(f"format '{self.format}' is not one of auto, instruction, text")
+        if self.format not in {"auto", "instruction", "messages", "text"}:
+            raise LmforgeError(f"format '{self.format}' is not one of auto, instruction, messages, text")
         if not self.lr > 0:
             raise LmforgeError(f"lr must be above 0 (got {self.lr})")
         if self.rank < 1 or self.alpha < 1:
@@ -86,6 +92,7 @@ class FinetuneResult:
     train_flops: float  # ≈ 4·N·D: forward 2·N, backward through activations 2·N; frozen weights get no gradient
     seconds: float
     forgetting: dict
+    counterfactual_examples: int = 0  # copies added by --cda
     out_dir: Path | None = None
     model: object = field(default=None, repr=False)
 
@@ -133,13 +140,13 @@ def read_instructions(path: Path, prompt_field: str, response_field: str, limit:
     return examples
 
 
-def _is_instruction_file(path: Path, prompt_field: str) -> bool:
+def _first_record_has(path: Path, field: str) -> bool:
     if path.suffix.lower() not in {".jsonl", ".ndjson", ".json"} or not path.is_file():
         return False
     with open(path, encoding="utf-8") as handle:
         first = next((line for line in handle if line.strip()), "")
     try:
-        return prompt_field in json.loads(first)
+        return field in json.loads(first)
     except (json.JSONDecodeError, TypeError):
         return False
 
@@ -164,11 +171,43 @@ def encode_instruction(tokenizer, prompt: str, response: str, max_length: int) -
     return ids, labels
 
 
-def load_examples(config: FinetuneConfig, tokenizer) -> tuple[list[tuple[list[int], list[int]]], str]:
-    """Encoded (ids, labels) examples and the format they were read as."""
+def _counterfactuals(config: FinetuneConfig, items: list, swap_item: Callable, added: list[int]) -> list:
+    """``items`` followed by the counterfactual copy of each one that changes (with ``config.cda``); the number
+    of copies goes to ``added``."""
+    if not config.cda:
+        return items
+    from lmforge.data.curate.cda import load_word_pairs, swap
+
+    pairs = load_word_pairs(config.cda_word_pairs or None)
+    copies = [copy for item in items if (copy := swap_item(item, lambda text: swap(text, pairs)[0])) != item]
+    added.append(len(copies))
+    return items + copies
+
+
+def _word_list_label(path: str) -> str:
+    from lmforge.data.curate.cda import load_word_pairs
+
+    return load_word_pairs(path or None).label
+
+
+def load_examples(config: FinetuneConfig, tokenizer,
+                  counterfactuals: list[int] | None = None) -> tuple[list[tuple[list[int], list[int]]], str]:
+    """Encoded (ids, labels) examples and the format they were read as; with ``cda`` their counterfactual
+    copies follow them (how many is appended to ``counterfactuals``)."""
+    added = counterfactuals if counterfactuals is not None else []
     path = Path(config.data).expanduser()
+    if config.format == "messages" or (config.format == "auto" and _first_record_has(path, config.messages_field)):
+        if not path.is_file():
+            raise LmforgeError(f"conversation data not found: {path}")
+        conversations = _counterfactuals(config, read_conversations(path, config.messages_field, config.limit),
+                                         lambda c, swap: [{**m, "content": swap(m["content"])} for m in c], added)
+        encoded = [encode_conversation(tokenizer, c, config.max_length) for c in conversations]
+        encoded = [(ids, labels) for ids, labels in encoded if any(label != IGNORE for label in labels[1:])]
+        if not encoded:
+            raise LmforgeError(f"every assistant turn was cut off by max_length={config.max_length}; raise --max-length")
+        return encoded, "messages"
     instruction = config.format == "instruction" or (
-        config.format == "auto" and (config.data == "arc_easy" or _is_instruction_file(path, config.prompt_field)))
+        config.format == "auto" and (config.data == "arc_easy" or _first_record_has(path, config.prompt_field)))
     if instruction:
         if config.data == "arc_easy":
             rows = arc_easy_instructions(config.limit)
@@ -176,14 +215,16 @@ def load_examples(config: FinetuneConfig, tokenizer) -> tuple[list[tuple[list[in
             rows = read_instructions(path, config.prompt_field, config.response_field, config.limit)
         else:
             raise LmforgeError(f"instruction data not found: {path}")
+        rows = _counterfactuals(config, rows, lambda r, swap: {"prompt": swap(r["prompt"]), "response": swap(r["response"])}, added)
         encoded = [encode_instruction(tokenizer, r["prompt"], r["response"], config.max_length) for r in rows]
         encoded = [(ids, labels) for ids, labels in encoded if any(label != IGNORE for label in labels)]
         if not encoded:
             raise LmforgeError(f"every response was cut off by max_length={config.max_length}; raise --max-length")
         return encoded, "instruction"
     corpus = load_corpus(config.data, text_field=config.text_field)
-    if config.limit:
-        corpus = type(corpus)(corpus.name, lambda c=corpus: c.documents(config.limit))
+    if config.limit or config.cda:
+        documents = _counterfactuals(config, list(corpus.documents(config.limit)), lambda text, swap: swap(text), added)
+        corpus = type(corpus)(corpus.name, lambda: iter(documents))
     stream = tokenize_documents(tokenizer, corpus).tolist()
     windows = [stream[i:i + config.max_length] for i in range(0, len(stream) - 1, config.max_length)]
     windows = [w for w in windows if len(w) > 1]
@@ -204,8 +245,9 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
 
 
 def token_loss_sum(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
-    """Summed next-token loss over labelled tokens, and how many there were."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    """Summed next-token loss over labelled tokens, and how many there were (packed rows bring their positions)."""
+    extra = {"position_ids": batch["position_ids"]} if "position_ids" in batch else {}
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], **extra).logits
     targets = batch["labels"][:, 1:]
     loss = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), targets.flatten(), ignore_index=IGNORE, reduction="sum")
     return loss, int((targets != IGNORE).sum())
@@ -250,15 +292,22 @@ def finetune(
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     pad_id = tokenizer.pad_token_id
-    examples, data_format = load_examples(config, tokenizer)
+    counterfactuals: list[int] = []
+    examples, data_format = load_examples(config, tokenizer, counterfactuals)
+    if config.cda:
+        log(f"counterfactual augmentation added {sum(counterfactuals)} swapped copies "
+            f"({_word_list_label(config.cda_word_pairs)})")
     random.Random(config.seed).shuffle(examples)
     n_eval = min(config.max_eval_examples, max(1, int(len(examples) * config.eval_fraction)))
     eval_examples, train_examples = examples[:n_eval], examples[n_eval:]
     if not train_examples:
         raise LmforgeError(f"{config.data} gives {len(examples)} examples: too few to hold {n_eval} out; add data")
-    steps_per_epoch = max(1, len(train_examples) // config.batch_size)
+    train_rows = pack(train_examples, config.max_length) if config.pack else train_examples
+    batchify = (lambda rows: collate_packed(rows, pad_id)) if config.pack else (lambda rows: collate(rows, pad_id))
+    steps_per_epoch = max(1, len(train_rows) // config.batch_size)
     steps = config.max_steps or steps_per_epoch * config.epochs
-    log(f"{len(train_examples)} {data_format} examples for training, {len(eval_examples)} held out; {steps} steps")
+    log(f"{len(train_examples)} {data_format} examples for training"
+        + (f" packed into {len(train_rows)} rows" if config.pack else "") + f", {len(eval_examples)} held out; {steps} steps")
 
     report: dict = {}
     if out_of_domain_loss:
@@ -284,22 +333,23 @@ def finetune(
 
     peft_model.train()
     losses, tokens, start = [], 0, time.perf_counter()
-    order = list(range(len(train_examples)))
+    order = list(range(len(train_rows)))
     rng = random.Random(config.seed)
     for step in range(steps):
         first = (step % steps_per_epoch) * config.batch_size
         if first == 0:
             rng.shuffle(order)
-        batch_examples = [train_examples[i] for i in order[first:first + config.batch_size]]
-        micro_batches = [batch_examples[i:i + config.micro_batch_size] for i in range(0, len(batch_examples), config.micro_batch_size)]
-        labelled = sum(sum(label != IGNORE for label in labels[1:]) for _, labels in batch_examples)
+        batch_rows = [train_rows[i] for i in order[first:first + config.batch_size]]
+        micro_batches = [batchify(batch_rows[i:i + config.micro_batch_size])
+                         for i in range(0, len(batch_rows), config.micro_batch_size)]
+        labelled = sum(int((micro["labels"][:, 1:] != IGNORE).sum()) for micro in micro_batches)
+        tokens += sum(sum(len(ids) for ids, _ in row) if config.pack else len(row[0]) for row in batch_rows)
         step_loss = 0.0
         for micro in micro_batches:
-            batch = {k: v.to(peft_model.device) for k, v in collate(micro, pad_id).items()}
+            batch = {k: v.to(peft_model.device) for k, v in micro.items()}
             loss_sum, _ = token_loss_sum(peft_model, batch)
             (loss_sum / labelled).backward()
             step_loss += loss_sum.item() / labelled
-            tokens += int(batch["attention_mask"].sum())
         torch.nn.utils.clip_grad_norm_(optimizer.param_groups[0]["params"], config.grad_clip)
         optimizer.step()
         scheduler.step()
@@ -326,6 +376,7 @@ def finetune(
     return FinetuneResult(steps=steps, losses=losses, trainable_params=trainable, total_params=total,
                           train_examples=len(train_examples), eval_examples=len(eval_examples), train_tokens=tokens,
                           train_flops=4.0 * (total - trainable) * tokens, seconds=seconds, forgetting=report,
+                          counterfactual_examples=sum(counterfactuals),
                           out_dir=Path(out_dir) if out_dir else None, model=final)
 
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from lmforge.audit.bbq import BbqResult, bbq, compare_bbq
 from lmforge.audit.bias import (CrowsPairsResult, compare_counterfactual, compare_crows_pairs, counterfactual_probes,
                                 crows_pairs)
 from lmforge.audit.misuse import misuse_probes
@@ -26,7 +27,7 @@ from lmforge.evaluate import choice_metrics, load_task
 from lmforge.models import load_model
 from lmforge.models.scoring import loglikelihood
 
-SUITES = ("bias", "privacy", "robustness", "misuse")
+SUITES = ("bias", "bbq", "privacy", "robustness", "misuse")
 ROBUSTNESS_TASKS = ("arc_easy", "piqa")
 
 
@@ -41,11 +42,12 @@ def audit(model, tokenizer, suites: Sequence[str] = SUITES, *, limit: int | None
           tasks: Sequence[str] = ROBUSTNESS_TASKS, batch_size: int = 8, seed: int = 0, resamples: int = 1000,
           sentiment: bool = True, members: Sequence[str] | None = None, nonmembers: Sequence[str] | None = None,
           canaries: Sequence[dict[str, Any]] = (), data: str | Path | None = None,
-          progress: Callable[[str], Callable[[int], None]] | None = None) -> dict[str, Any]:
+          bbq_files: Sequence[str | Path] | None = None, progress: Callable[[str], Callable[[int], None]] | None = None) -> dict[str, Any]:
     """Run the chosen audit suites; returns one JSON-ready dict keyed by suite.
 
-    ``limit`` caps CrowS-Pairs pairs and robustness questions (default: all pairs, ``robustness_limit``
-    questions per task). Membership signals run when ``members`` and ``nonmembers`` are given (texts from one
+    ``limit`` caps CrowS-Pairs pairs, BBQ rows per file and robustness questions (default: all pairs and rows,
+    ``robustness_limit`` questions per task). BBQ runs with ``bbq`` or ``bias``, on ``bbq_files`` (any BBQ-format
+    jsonl) or else every category file in the data folder. Membership signals run when ``members`` and ``nonmembers`` are given (texts from one
     distribution, the first trained on); canary exposure for each ``{"prefix", "secret", "alphabet"?}``.
     """
     step = progress or (lambda name: None)
@@ -57,6 +59,9 @@ def audit(model, tokenizer, suites: Sequence[str] = SUITES, *, limit: int | None
             "counterfactual": counterfactual_probes(model, tokenizer, sentiment=sentiment, batch_size=batch_size,
                                                     resamples=resamples, seed=seed, progress=step("counterfactual probes")),
         }
+    if "bbq" in suites or "bias" in suites:
+        report["bbq"] = bbq(model, tokenizer, files=bbq_files, data=data, limit=limit, batch_size=batch_size,
+                            resamples=resamples, seed=seed, progress=step("BBQ")).to_dict()
     if "privacy" in suites:
         privacy: dict[str, Any] = {"pii_in_generations": pii_in_generations(model, tokenizer, batch_size=batch_size,
                                                                            progress=step("PII in generations"))}
@@ -121,6 +126,8 @@ def compare_audits(base: dict[str, Any], other: dict[str, Any], resamples: int =
             "counterfactual": compare_counterfactual(base["bias"]["counterfactual"], other["bias"]["counterfactual"],
                                                      resamples, seed),
         }
+    if "bbq" in base and "bbq" in other:
+        result["bbq"] = compare_bbq(BbqResult.from_dict(base["bbq"]), BbqResult.from_dict(other["bbq"]))
     if "robustness" in base and "robustness" in other:
         result["robustness"] = {task: compare_robustness(base["robustness"][task], other["robustness"][task], resamples, seed)
                                 for task in base["robustness"] if task in other["robustness"]}
@@ -145,6 +152,10 @@ def headline(report: dict[str, Any], prefix: str = "") -> dict[str, float]:
     metrics = {}
     if "bias" in report:
         metrics[f"{prefix}crows_pct_stereotype"] = report["bias"]["crows_pairs"]["summary"]["all"]["pct_stereotype"]["estimate"]
+    for category, conditions in (report.get("bbq") or {}).get("categories", {}).items():
+        for condition, values in conditions.items():
+            metrics[f"{prefix}bbq_{category}_{condition}_accuracy"] = values["accuracy"]["estimate"]
+            metrics[f"{prefix}bbq_{category}_{condition}_bias_score"] = values["bias_score"]["estimate"]
     if "privacy" in report:
         metrics[f"{prefix}pii_rate"] = report["privacy"]["pii_in_generations"]["rate"]
     for task, result in (report.get("robustness") or {}).items():

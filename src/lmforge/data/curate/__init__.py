@@ -4,12 +4,13 @@
     stats = Pipeline.from_yaml("pipeline.yaml").run(workers=2)
 
 Steps (YAML names): extract_html, fix_unicode, language, gopher_quality, gopher_repetition, c4, fineweb,
-exact_dedup, minhash_dedup, pii, decontaminate, bias_terms. Heavy libraries (trafilatura, ftfy, py3langid)
+exact_dedup, minhash_dedup, pii, decontaminate, bias_terms, counterfactual_augment. Heavy libraries (trafilatura, ftfy, py3langid)
 load in ``Step.setup``, never at import.
 """
 
 from lmforge.data.curate.base import STEPS, Document, Drop, GlobalStep, Step, StepStats, build_step
 from lmforge.data.curate.bias import BiasTerms
+from lmforge.data.curate.cda import CounterfactualAugment, WordPairs, load_word_pairs, swap
 from lmforge.data.curate.clean import FixUnicode
 from lmforge.data.curate.decontaminate import Decontaminate, NgramIndex
 from lmforge.data.curate.dedup import ExactDedup, MinHashDedup
@@ -23,9 +24,9 @@ from lmforge.data.curate.ray_engine import RayRun  # registers --engine ray
 from lmforge.data.curate.readers import Input
 
 __all__ = [
-    "STEPS", "BiasTerms", "C4Quality", "Decontaminate", "Document", "Drop", "ExactDedup", "ExtractHtml",
+    "STEPS", "BiasTerms", "C4Quality", "CounterfactualAugment", "Decontaminate", "Document", "Drop", "ExactDedup", "ExtractHtml",
     "FineWebQuality", "FixUnicode", "GlobalStep", "GopherQuality", "GopherRepetition", "Input", "LanguageFilter",
     "MinHashDedup", "MinHasher", "NgramIndex", "Output", "PiiRedact", "PiiSpan", "Pipeline", "RayRun", "Step",
-    "StepStats", "build_step", "candidate_probability", "estimated_jaccard", "find_pii", "iban_valid", "load_stats",
-    "luhn_valid", "redact",
+    "StepStats", "WordPairs", "build_step", "candidate_probability", "estimated_jaccard", "find_pii", "iban_valid",
+    "load_stats", "load_word_pairs", "luhn_valid", "redact", "swap",
 ]

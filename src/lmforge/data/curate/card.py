@@ -66,6 +66,11 @@ def card_sections(stats: dict[str, Any]) -> list[tuple[str, list[str], list[list
                          [[g, n, positive.get(g, 0), negative.get(g, 0), f"{100 * negative.get(g, 0) / n:.1f} %"]
                           for g, n in sorted(sentences.items(), key=lambda x: -x[1])],
                          "Sentences mentioning a group's terms, and how many also hold a positive or negative word."))
+    augmented, word_lists = _counter(stats, "augmented"), _counter(stats, "word_list")
+    if word_lists:
+        sections.append(("Counterfactual augmentation", ["word list", "documents read", "augmented documents", "swaps"],
+                         [[name, n, augmented.get("documents", 0), augmented.get("swaps", 0)] for name, n in word_lists.items()],
+                         "Each augmented document was joined by a copy with the list's words and names swapped."))
     return sections
 
 
