@@ -194,3 +194,30 @@ def test_guardrails_apply_on_llama_cpp(engine, tmp_path):
     text = reply["choices"][0]["text"]
     assert "jane.doe" not in text and "<EMAIL>" in text
     assert [json.loads(line)["pii_redacted"] for line in log.read_text().splitlines()][-1] == {"EMAIL": 1}
+
+
+def test_serve_command_runs_a_gguf_on_llama_cpp_and_names_the_engine(llama_cpp, gguf_file, tmp_path, monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from lmforge.cli.main import app
+
+    monkeypatch.setenv("LMFORGE_HOME", str(tmp_path / "home"))
+    served = {}
+
+    def run_in_thread(asgi_app, host, port, log_level):  # stands in for uvicorn.run's blocking loop
+        served["runner"] = type(asgi_app.state.ctx.runner).__name__
+        with ServerThread(asgi_app) as server:
+            served["reply"] = complete(server.base_url, PROMPTS[2], max_tokens=4)
+
+    monkeypatch.setattr(uvicorn, "run", run_in_thread)
+    result = CliRunner().invoke(app, ["serve", str(gguf_file), "--api-key", KEY, "--name", "tiny", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert served["runner"] == "LlamaCppRunner" and "with llama.cpp (llama-cpp-python" in result.output
+    assert served["reply"]["choices"][0]["finish_reason"] in ("length", "stop")
+    info = CliRunner().invoke(app, ["models", "info", str(gguf_file)])
+    assert info.exit_code == 0 and "llama.cpp (llama-cpp-python" in info.output, info.output
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "config.json").write_text("{}")
+    refused = CliRunner().invoke(app, ["serve", str(tmp_path / "folder"), "--engine", "llama.cpp"])
+    assert refused.exit_code != 0 and "runs .gguf files" in str(refused.exception or refused.output)
