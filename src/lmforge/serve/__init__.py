@@ -67,6 +67,11 @@ def serve(model: str, host: str = "127.0.0.1", port: int = 8000, config: ServeCo
     choose_engine(model, engine)  # a mismatch fails before anything loads
     loaded = load_engine(model, engine, max_concurrent=config.max_concurrent, threads=threads,
                          trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+    if loaded.name == "llama.cpp":
+        import torch
+
+        # torch only samples here (argmax, top-k on one row): its thread pool would spin against llama.cpp's threads
+        torch.set_num_threads(1)
     progress(f"serving {model} as '{config.model_name}' on http://{host}:{port}/v1 with {loaded.description} "
              f"(API keys: {len(config.api_keys) or 'none'}; Ctrl-C stops)")
     app = create_app(loaded.model, loaded.tokenizer, config, runner=loaded.runner)
