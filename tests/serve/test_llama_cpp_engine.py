@@ -211,7 +211,10 @@ def test_serve_command_runs_a_gguf_on_llama_cpp_and_names_the_engine(llama_cpp, 
             served["reply"] = complete(server.base_url, PROMPTS[2], max_tokens=4)
 
     monkeypatch.setattr(uvicorn, "run", run_in_thread)
+    threads = torch.get_num_threads()
     result = CliRunner().invoke(app, ["serve", str(gguf_file), "--api-key", KEY, "--name", "tiny", "--threads", "1"])
+    assert torch.get_num_threads() == 1  # torch only samples beside llama.cpp
+    torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     assert served["runner"] == "LlamaCppRunner" and "with llama.cpp (llama-cpp-python" in result.output
     assert served["reply"]["choices"][0]["finish_reason"] in ("length", "stop")
