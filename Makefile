@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= dev,curate,serve,explain,audit,export,ray,mlflow
+EXTRAS ?= dev,curate,serve,explain,audit,export,ray,mlflow,llama
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export TOKENIZERS_PARALLELISM := false
 

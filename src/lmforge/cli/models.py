@@ -63,5 +63,18 @@ def info_command(
              "model_bytes": human_bytes(info["model_bytes"]), "disk_bytes": human_bytes(info["disk_bytes"])}
     if grid := (meta.get("source_quantization") or {}).get("weight_grid_description"):
         shown["source_quantization"] = f"{grid} (re-quantizing on this grid reproduces the weights exactly)"
+    info["serve_engine"] = shown["serve_engine"] = serve_engine(model, kind)
     print_mapping(model, shown)
     save_json(json_out, {**info, "metadata": meta})
+
+
+def serve_engine(model: str, kind: str) -> str:
+    """The engine `lmforge serve MODEL` picks by default (--engine auto)."""
+    try:
+        from lmforge.serve.engine import choose_engine
+        from lmforge.serve.llama_cpp_runner import INSTALL_HINT, llama_cpp_version
+    except ImportError:  # the serve extra is not installed
+        return "torch (lmforge serve needs pip install 'lmforge[serve]')"
+    if choose_engine(model, "auto") == "llama.cpp":
+        return f"llama.cpp (llama-cpp-python {llama_cpp_version()}, in process)"
+    return "torch" + (f" (llama.cpp runs .gguf files after {INSTALL_HINT})" if kind == "gguf" else "")

@@ -33,13 +33,15 @@ def serve_command(
     max_concurrent: int = typer.Option(8, help="sequences decoded together (continuous batching)"),
     max_queued: int = typer.Option(64, help="sequences waiting for a slot; beyond that 503 + Retry-After"),
     max_batch_tokens: int = typer.Option(None, help="bound on running sequences × their longest length (KV memory)"),
+    engine: str = typer.Option("auto", help="auto (llama.cpp for a .gguf when installed) | torch | llama.cpp"),
+    threads: int = typer.Option(None, help="CPU threads of the forward (default: torch's thread count)"),
     trust_remote_code: bool = typer.Option(False, help="run the model's own code (only for authors you trust)"),
     dtype: str = dtype_option(),
     device: str = device_option(),
 ) -> None:
     """Serve MODEL on /v1/completions, /v1/chat/completions (streaming too) and /v1/models."""
     from lmforge.runs import record_run
-    from lmforge.serve import ServeConfig, check_bind, check_port, serve
+    from lmforge.serve import ServeConfig, check_bind, check_port, choose_engine, serve
 
     from lmforge.paths import home_dir
 
@@ -55,10 +57,12 @@ def serve_command(
     check_port(port)
     check_bind(host, keys)
     check_outputs(files=[usage_log])
+    chosen = choose_engine(model, engine)
     recorded = {k: v for k, v in config.__dict__.items() if k != "api_keys"} | {"api_keys": len(keys), "host": host,
-                                                                               "port": port, "dtype": dtype, "device": device}
+                                                                               "port": port, "dtype": dtype, "device": device,
+                                                                               "engine": chosen, "threads": threads}
     with record_run("serve", config=recorded, inputs={"model": model}, measure_energy=False) as run:
         if config.usage_log:
             run.add_artifact("usage_log", config.usage_log)
         serve(model, host=host, port=port, config=config, trust_remote_code=trust_remote_code, progress=console.print,
-              dtype=dtype, device=device)
+              dtype=dtype, device=device, engine=engine, threads=threads)

@@ -11,12 +11,14 @@ import ipaddress
 from lmforge.errors import LmforgeError
 from lmforge.serve.app import create_app
 from lmforge.serve.config import ServeConfig, check_port
+from lmforge.serve.engine import ENGINES, choose_engine, load_engine
 from lmforge.serve.guardrails import ContentFilter, OutputGuard, RateLimiter, load_filter
 from lmforge.serve.runner import ModelRunner
 from lmforge.serve.scheduler import Scheduler
 from lmforge.serve.thread import ServerThread
 
 __all__ = [
+    "ENGINES",
     "ContentFilter",
     "ModelRunner",
     "OutputGuard",
@@ -26,7 +28,9 @@ __all__ = [
     "ServerThread",
     "check_bind",
     "check_port",
+    "choose_engine",
     "create_app",
+    "load_engine",
     "load_filter",
     "serve",
 ]
@@ -48,17 +52,27 @@ def check_bind(host: str, api_keys) -> None:
 
 
 def serve(model: str, host: str = "127.0.0.1", port: int = 8000, config: ServeConfig | None = None,
-          trust_remote_code: bool = False, progress=print, dtype: str | None = None, device: str | None = None) -> None:
-    """Load ``model`` (zoo name, HF folder, .gguf, hub id; compressed lmforge folders too) and serve it until stopped."""
-    import uvicorn
+          trust_remote_code: bool = False, progress=print, dtype: str | None = None, device: str | None = None,
+          engine: str = "auto", threads: int | None = None) -> None:
+    """Load ``model`` (zoo name, HF folder, .gguf, hub id; compressed lmforge folders too) and serve it until stopped.
 
-    from lmforge.models import load_model
+    ``engine``: 'auto' (llama.cpp for a .gguf when llama-cpp-python is installed), 'torch' or 'llama.cpp'.
+    """
+    import uvicorn
 
     config = config or ServeConfig(model_name=str(model))
     config.check()
     check_port(port)
     check_bind(host, config.api_keys)
-    loaded, tokenizer = load_model(model, trust_remote_code=trust_remote_code, dtype=dtype, device=device)
-    progress(f"serving {model} as '{config.model_name}' on http://{host}:{port}/v1 "
+    choose_engine(model, engine)  # a mismatch fails before anything loads
+    loaded = load_engine(model, engine, max_concurrent=config.max_concurrent, threads=threads,
+                         trust_remote_code=trust_remote_code, dtype=dtype, device=device)
+    if loaded.name == "llama.cpp":
+        import torch
+
+        # torch only samples here (argmax, top-k on one row): its thread pool would spin against llama.cpp's threads
+        torch.set_num_threads(1)
+    progress(f"serving {model} as '{config.model_name}' on http://{host}:{port}/v1 with {loaded.description} "
              f"(API keys: {len(config.api_keys) or 'none'}; Ctrl-C stops)")
-    uvicorn.run(create_app(loaded, tokenizer, config), host=host, port=port, log_level="warning")
+    app = create_app(loaded.model, loaded.tokenizer, config, runner=loaded.runner)
+    uvicorn.run(app, host=host, port=port, log_level="warning")
