@@ -29,7 +29,8 @@ def _umask() -> int:
     return mask
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (one owned by another user counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -48,7 +49,7 @@ def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
     with contextlib.suppress(OSError):
         for sibling in path.parent.iterdir():
             match = pattern.match(sibling.name)
-            if match and not _pid_alive(int(match.group(1))):
+            if match and not pid_alive(int(match.group(1))):
                 if sibling.is_dir() and not sibling.is_symlink():
                     shutil.rmtree(sibling, ignore_errors=True)
                 else:

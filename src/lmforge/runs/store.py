@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from lmforge.errors import LmforgeError
+from lmforge.io import pid_alive
 from lmforge.paths import home_dir
 from lmforge.runs import legacy
 from lmforge.runs.hashing import content_hash
@@ -291,13 +292,7 @@ def _owner_alive(lock: Path, pid: int) -> bool:
     try:
         fd = os.open(lock, os.O_RDWR)
     except FileNotFoundError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
+        return pid_alive(pid)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
