@@ -34,6 +34,7 @@ SETTINGS = {
     "rtn-int8": ("rtn", dict(bits=8, group_size=None, symmetric=True)),
     "rtn-int4-g64": ("rtn", dict(bits=4, group_size=64, symmetric=True)),
     "gptq-int4-g64": ("gptq", dict(bits=4, group_size=64, symmetric=True)),
+    "gptq-int4-g64-sink0": ("gptq", dict(bits=4, group_size=64, symmetric=True, sink_share=0.0)),
     "gptq-int4-g64-true-seq": ("gptq", dict(bits=4, group_size=64, symmetric=True, true_sequential=True)),
     "gptq-int4-g64-head8": ("gptq", dict(bits=4, group_size=64, symmetric=True, lm_head_bits=8)),
     "rtn-int4-g64-head8": ("rtn", dict(bits=4, group_size=64, symmetric=True, lm_head_bits=8)),

@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from lmforge.cli.common import console, print_table
+from lmforge.compress.pruning import SparseGPT
 from lmforge.compress.pruning.structured import Structured, structured_prune
 from lmforge.data import calibration_batches, load_corpus
 from lmforge.evaluate import perplexity, speed
@@ -70,10 +71,12 @@ OUR_SCRIPT = """
 import json, sys, time, torch
 from lmforge.compress.pruning import Magnitude, SparseGPT, Wanda, prune
 from lmforge.models import load_model, save_model
-src, calib, out, method, sparsity, pattern = sys.argv[1:7]
+src, calib, out, method, sparsity, pattern, sink_share = sys.argv[1:8]
 ids = torch.load(calib, weights_only=True)
 model, tokenizer = load_model(src)
-config = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": SparseGPT}[method](sparsity=float(sparsity), pattern=pattern)
+extra = {"sink_share": float(sink_share)} if method == "sparsegpt" else {}
+config = {"magnitude": Magnitude, "wanda": Wanda, "sparsegpt": SparseGPT}[method](sparsity=float(sparsity), pattern=pattern,
+                                                                                 **extra)
 started = time.perf_counter()
 prune(model, config, ids)
 algorithm_seconds = time.perf_counter() - started
@@ -144,8 +147,9 @@ def timed_process(command: list[str]) -> dict:
     return {"process_seconds": time.perf_counter() - started, **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
-def run_ours(model_dir: Path, calib_file: Path, method: str, pattern: str, out: Path) -> dict:
-    return timed_process([sys.executable, "-c", OUR_SCRIPT, str(model_dir), str(calib_file), str(out), method, "0.5", pattern])
+def run_ours(model_dir: Path, calib_file: Path, method: str, pattern: str, out: Path, sink_share: float) -> dict:
+    return timed_process([sys.executable, "-c", OUR_SCRIPT, str(model_dir), str(calib_file), str(out), method, "0.5", pattern,
+                          str(sink_share)])
 
 
 def run_peer(model_dir: Path, calib_file: Path, sparsity: float, pattern: str, out: Path) -> dict:
@@ -161,6 +165,8 @@ def main() -> None:
     parser.add_argument("--calib-seqlen", type=int, default=2048)
     parser.add_argument("--methods", default="magnitude,wanda,sparsegpt")
     parser.add_argument("--patterns", default="unstructured,2:4")
+    parser.add_argument("--sink-shares", default=str(SparseGPT.sink_share),
+                        help="SparseGPT rows for each of these sink shares (0: the paper's Hessian)")
     parser.add_argument("--peer", action="store_true", help="also run llm-compressor's SparseGPT (needs .venv-llmcompressor)")
     parser.add_argument("--peer-patterns", help="patterns for the peer (default: --patterns); each takes ~20 min on 2 cores")
     parser.add_argument("--structured", default="", help="structured settings HEADS:MLP (fractions removed), e.g. 0:0.25,0.34:0.25")
@@ -195,12 +201,15 @@ def main() -> None:
     model_dir = model_folder(args.model)
     for pattern in args.patterns.split(","):
         for method in filter(None, args.methods.split(",")):
-            out = work / f"lmforge-{method}-{pattern.replace(':', 'of')}"
-            row = run_ours(model_dir, calib_file, method, pattern, out)
-            pruned, _ = load_model(out)
-            record(f"lmforge {method} {pattern}", {**row, "sparsity": linear_sparsity(pruned),
-                                                   **evaluate(pruned, tokenizer, wikitext, args.windows)})
-            shutil.rmtree(out)
+            shares = [float(v) for v in args.sink_shares.split(",")] if method == "sparsegpt" else [None]
+            for share in shares:
+                out = work / f"lmforge-{method}-{pattern.replace(':', 'of')}-{share}"
+                row = run_ours(model_dir, calib_file, method, pattern, out, share or 0.0)
+                pruned, _ = load_model(out)
+                label = f"lmforge {method} {pattern}" + (f" sink_share {share:g}" if len(shares) > 1 else "")
+                record(label, {**row, "sink_share": share, "sparsity": linear_sparsity(pruned),
+                               **evaluate(pruned, tokenizer, wikitext, args.windows)})
+                shutil.rmtree(out)
 
     structured = [tuple(float(v) for v in item.split(":")) for item in filter(None, args.structured.split(","))]
     if structured:

@@ -8,10 +8,11 @@ from lmforge.compress.quantization.rtn import rtn
 
 @pytest.mark.parametrize("bits,group_size,symmetric", [(4, 64, True), (4, 32, False), (8, None, True), (8, 64, False),
                                                        (3, 64, True), (2, 16, False), (4, 6, True)])
-@pytest.mark.parametrize("rows", [1, 3, KERNEL_MAX_ROWS + 5])
+@pytest.mark.parametrize("rows", [1, 3, 9, KERNEL_MAX_ROWS // 2 + 5])  # flat rows: 2 (one dot each), 6 and 18 (tiles with
+# remainders; 50 outputs leave a partial tile and a partial 4 × 4 block), past KERNEL_MAX_ROWS (dequantize-then-matmul)
 def test_output_equals_matmul_with_dequantized_weight(bits, group_size, symmetric, rows):
     g = torch.Generator().manual_seed(bits * 100 + rows)
-    weight, bias = torch.randn(48, 192, generator=g), torch.randn(48, generator=g)
+    weight, bias = torch.randn(50, 192, generator=g), torch.randn(50, generator=g)
     codes, scale, zero = rtn(weight, bits, group_size, symmetric)
     layer = QuantLinear.from_codes(codes, scale, zero, bits, bias)
     size = group_size or 192

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import typer
 
 from lmforge.cli.common import check_outputs, console, device_option, dtype_option
@@ -17,8 +15,9 @@ def serve_command(
     model: str = typer.Argument(..., help="zoo name, HF folder (lmforge-compressed ones too), .gguf file or hub id"),
     host: str = typer.Option("127.0.0.1", help="address to bind; anything but loopback requires --api-key"),
     port: int = typer.Option(8000, help="TCP port (1-65535)"),
-    api_key: list[str] = typer.Option(None, "--api-key", help="accepted bearer key (repeat for several; "
-                                      "or LMFORGE_API_KEYS=k1,k2)"),
+    api_key: list[str] = typer.Option(None, "--api-key", help="accepted bearer key (repeat for several); "
+                                      "visible to ps: prefer --api-key-file or LMFORGE_API_KEYS=k1,k2"),
+    api_key_file: str = typer.Option(None, help="file of accepted keys, one a line"),
     name: str = typer.Option(None, help="model id clients send (default: MODEL)"),
     rate: float = typer.Option(120.0, help="requests per minute per key"),
     burst: int = typer.Option(None, help="requests a key may send at once (default: one minute's worth)"),
@@ -41,12 +40,12 @@ def serve_command(
 ) -> None:
     """Serve MODEL on /v1/completions, /v1/chat/completions (streaming too) and /v1/models."""
     from lmforge.runs import record_run
-    from lmforge.serve import ServeConfig, check_bind, check_port, choose_engine, serve
+    from lmforge.serve import ServeConfig, api_keys_from, check_bind, check_port, choose_engine, serve
 
     from lmforge.paths import home_dir
 
     usage_log = None if usage_log == "off" else (usage_log or str(home_dir() / "usage.jsonl"))
-    keys = tuple(api_key or ()) or tuple(k for k in os.environ.get("LMFORGE_API_KEYS", "").split(",") if k)
+    keys = api_keys_from(api_key, api_key_file)
     config = ServeConfig(
         model_name=name or model, api_keys=keys, rate_per_minute=rate, rate_burst=burst,
         max_request_bytes=max_request_bytes, max_tokens_limit=max_tokens_limit, content_filter=not no_filter,

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+from pathlib import Path
 
 from lmforge.errors import LmforgeError
 from lmforge.serve.app import create_app
@@ -26,6 +28,7 @@ __all__ = [
     "Scheduler",
     "ServeConfig",
     "ServerThread",
+    "api_keys_from",
     "check_bind",
     "check_port",
     "choose_engine",
@@ -43,6 +46,25 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def api_keys_from(flags, key_file: str | None, environ=os.environ) -> tuple[str, ...]:
+    """The accepted keys: ``--api-key`` flags, then ``--api-key-file`` (one key a line, ``#`` comments), then
+    ``LMFORGE_API_KEYS`` (comma-separated) only when neither was given. A file keeps keys off the command line
+    (``ps`` shows every argument) and out of shell history."""
+    keys = list(flags or ())
+    if key_file:
+        path = Path(key_file)
+        if not path.is_file():
+            raise LmforgeError(f"--api-key-file {key_file}: no such file; write one key per line there")
+        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        found = [line for line in lines if line and not line.startswith("#")]
+        if not found:
+            raise LmforgeError(f"--api-key-file {key_file} holds no key; write one key per line")
+        keys += found
+    if not keys:
+        keys = [k.strip() for k in environ.get("LMFORGE_API_KEYS", "").split(",") if k.strip()]
+    return tuple(keys)
 
 
 def check_bind(host: str, api_keys) -> None:

@@ -42,6 +42,9 @@ PARALLEL_MIN_MACS = int(os.environ.get("LMFORGE_QMM_PARALLEL_MIN_MACS", str(1 <<
 _SOURCE = r"""
 #include <stdint.h>
 #include <stdlib.h>
+#ifndef TILED_MIN_ROWS
+#define TILED_MIN_ROWS 4
+#endif
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
@@ -128,8 +131,78 @@ static float row_u8(const float* pm, const uint8_t* row, const float* sc, const 
     return total;
 }
 
+/* out[m, r] = x[m0 + m] . tile[r0 + r] for a block of up to 4 × 4; a full block keeps its 16 sums in registers */
+static void dots4x4(const float* x, int64_t m0, int64_t mb, const float* tile, int64_t r0, int64_t rb, int64_t K,
+                    float* out, int64_t N) {
+#ifdef __AVX512F__
+    if (mb == 4 && rb == 4 && K % 16 == 0) {
+        __m512 acc[4][4];
+        for (int i = 0; i < 4; i++) for (int j = 0; j < 4; j++) acc[i][j] = _mm512_setzero_ps();
+        for (int64_t k = 0; k < K; k += 16) {
+            __m512 w0 = _mm512_loadu_ps(tile + (r0 + 0) * K + k), w1 = _mm512_loadu_ps(tile + (r0 + 1) * K + k);
+            __m512 w2 = _mm512_loadu_ps(tile + (r0 + 2) * K + k), w3 = _mm512_loadu_ps(tile + (r0 + 3) * K + k);
+            for (int i = 0; i < 4; i++) {
+                __m512 xv = _mm512_loadu_ps(x + (m0 + i) * K + k);
+                acc[i][0] = _mm512_fmadd_ps(xv, w0, acc[i][0]);
+                acc[i][1] = _mm512_fmadd_ps(xv, w1, acc[i][1]);
+                acc[i][2] = _mm512_fmadd_ps(xv, w2, acc[i][2]);
+                acc[i][3] = _mm512_fmadd_ps(xv, w3, acc[i][3]);
+            }
+        }
+        for (int i = 0; i < 4; i++)
+            for (int j = 0; j < 4; j++) out[(m0 + i) * N + r0 + j] = _mm512_reduce_add_ps(acc[i][j]);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < mb; i++)
+        for (int64_t j = 0; j < rb; j++) {
+            const float* xm = x + (m0 + i) * K;
+            const float* wr = tile + (r0 + j) * K;
+            float acc = 0.0f;
+            for (int64_t k = 0; k < K; k++) acc += xm[k] * wr[k];
+            out[(m0 + i) * N + r0 + j] = acc;
+        }
+}
+
+/* Several rows of x: decode a tile of TILE weight rows to float once, then take every x row's dot product with
+   them, so the unpacking is paid once per weight row, not once per (row of x, weight row). */
+#define TILE 16
+static void qmm_tiled(const float* x, int64_t M, int64_t K, const uint8_t* w, const float* scales,
+                      const uint8_t* zeros, int64_t N, int64_t gs, int packed4, float* out, int threads) {
+    const int64_t G = K / gs, row_bytes = packed4 ? K / 2 : K, tiles = (N + TILE - 1) / TILE;
+    #pragma omp parallel num_threads(threads) if (threads > 1)
+    {
+        float* tile = (float*)malloc(sizeof(float) * TILE * K);
+        #pragma omp for schedule(static)
+        for (int64_t t = 0; t < tiles; t++) {
+            const int64_t n0 = t * TILE, rows = N - n0 < TILE ? N - n0 : TILE;
+            for (int64_t r = 0; r < rows; r++) {
+                const uint8_t* row = w + (n0 + r) * row_bytes;
+                const float* sc = scales + (n0 + r) * G;
+                const uint8_t* zr = zeros + (n0 + r) * G;
+                float* dst = tile + r * K;
+                for (int64_t g = 0; g < G; g++) {
+                    const float s = sc[g], z = (float)zr[g];
+                    if (packed4)
+                        for (int64_t j = g * gs / 2; j < (g + 1) * gs / 2; j++) {
+                            dst[2 * j] = s * ((float)(row[j] & 15) - z);
+                            dst[2 * j + 1] = s * ((float)(row[j] >> 4) - z);
+                        }
+                    else
+                        for (int64_t k = g * gs; k < (g + 1) * gs; k++) dst[k] = s * ((float)row[k] - z);
+                }
+            }
+            for (int64_t m0 = 0; m0 < M; m0 += 4)
+                for (int64_t r0 = 0; r0 < rows; r0 += 4)
+                    dots4x4(x, m0, M - m0 < 4 ? M - m0 : 4, tile, r0, rows - r0 < 4 ? rows - r0 : 4, K, out + n0, N);
+        }
+        free(tile);
+    }
+}
+
 void qmm(const float* x, int64_t M, int64_t K, const uint8_t* w, const float* scales, const uint8_t* zeros,
          int64_t N, int64_t gs, int packed4, float* out, int threads) {
+    if (M >= TILED_MIN_ROWS) { qmm_tiled(x, M, K, w, scales, zeros, N, gs, packed4, out, threads); return; }
     const int64_t G = K / gs, stride = K + G, row_bytes = packed4 ? K / 2 : K;
     float* prep = (float*)malloc(sizeof(float) * M * stride);
     prepare(x, M, K, gs, packed4, prep);
