@@ -15,10 +15,8 @@ GGUF (Q4_0, Q8_0 head). Each setting's lmforge and `generate` rows run the same 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -32,35 +30,14 @@ from lmforge.data import load_corpus
 from lmforge.evaluate.speed import greedy_decode
 from lmforge.models import ZOO, load_model, pull, read_metadata
 from lmforge.paths import data_dir
+from llama_cpp_timing import time_llama_generate
 from provenance import save_result
 
 ROOT = Path(__file__).resolve().parents[1]
 # the model as loaded, and lmforge's packed settings whose decode speed README quotes (RTN: codes in seconds)
 SETTINGS = {"fp32": None, "rtn-int4-g64": RTN(bits=4, group_size=64, symmetric=True),
             "rtn-int4-g64-head8": RTN(bits=4, group_size=64, symmetric=True, lm_head_bits=8)}
-LLAMA_SCRIPT = """
-import json, statistics, sys, time
-sys.path.insert(0, BENCHMARKS)
-from llama_cpp_plain import use_plain_cpu_buffers
-use_plain_cpu_buffers()  # llama.cpp's plain CPU kernels: its repacked AMX buffers crash on this CPU
-from llama_cpp import Llama
-path, threads, new_tokens, repeats, ids = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
-llm = Llama(model_path=path, n_threads=threads, n_ctx=len(ids) + new_tokens + 8, verbose=False)
 
-def run(n):
-    llm.reset()
-    out, started = [], time.perf_counter()
-    for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
-        out.append(token)
-        if len(out) == n:
-            break
-    return time.perf_counter() - started, out
-
-run(4)
-firsts = [run(1)[0] for _ in range(repeats)]
-fulls = [run(new_tokens) for _ in range(repeats)]
-print(json.dumps({"t_1": statistics.median(firsts), "t_new": statistics.median(t for t, _ in fulls), "tokens": fulls[0][1]}))
-""".replace("BENCHMARKS", repr(str(Path(__file__).resolve().parent)))
 
 
 def timed(fn, repeats: int) -> float:
@@ -92,13 +69,11 @@ def time_setting(setting: str, model, tokenizer, prompt: torch.Tensor, n: int, a
                      "decode_tokens_per_s": (n - 1) / (t_new - t_1), "same_tokens_as_lmforge": fn(n)[0].tolist() == reference})
     if gguf and Path(args.llama_python).exists():
         tool = f"llama.cpp ({Path(gguf).name})"
-        done = subprocess.run([args.llama_python, "-X", "faulthandler", "-c", LLAMA_SCRIPT, str(gguf), str(args.threads),
-                               str(n), str(args.repeats), json.dumps(ids)], capture_output=True, text=True)
-        if done.returncode:  # recorded, not hidden: a crashed peer is a result too (e.g. -11 inside llama_decode)
+        result = time_llama_generate(args.llama_python, gguf, args.threads, n, args.repeats, ids)
+        if "error" in result:  # recorded, not hidden: a crashed peer is a result too (e.g. -11 inside llama_decode)
             rows.append({"setting": setting, "tool": tool, "t_1": None, "t_new": None, "decode_tokens_per_s": None,
-                         "same_tokens_as_lmforge": None, "error": f"exit {done.returncode}: {done.stderr.strip()[-400:]}"})
+                         "same_tokens_as_lmforge": None, "error": result["error"]})
         else:
-            result = json.loads(done.stdout.strip().splitlines()[-1])
             rows.append({"setting": setting, "tool": tool, "t_1": result["t_1"], "t_new": result["t_new"],
                          "decode_tokens_per_s": (n - 1) / (result["t_new"] - result["t_1"]),
                          "same_tokens_as_lmforge": result["tokens"] == reference})

@@ -1,4 +1,4 @@
-"""llama-cpp-python on llama.cpp's plain CPU weight buffers; imported inside the llama venv by decode.py, serve.py
+"""llama-cpp-python on llama.cpp's plain CPU weight buffers; imported inside the llama venv by llama_cpp_timing.py, serve.py
 and llama_cpp_probe.py.
 
 llama-cpp-python 0.3.36 as built here segfaults in llama_decode on this CPU (AMX + AVX-512) while it uses

@@ -26,42 +26,18 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
 
+from llama_cpp_timing import time_llama_generate
 from provenance import save_result
 from serve import Server, free_port, llama_server
 
 ROOT = Path(__file__).resolve().parents[1]
 LLAMA_GREEDY = {"repeat_penalty": 1.0}  # llama-cpp-python's server penalises repeats (1.1) unless told not to
-# llama-cpp-python alone, in the llama venv: t_1 (prefill + first token) and t_new (all new tokens), medians.
-LLAMA_SCRIPT = """
-import json, statistics, sys, time
-sys.path.insert(0, sys.argv[6])
-from llama_cpp_plain import use_plain_cpu_buffers
-use_plain_cpu_buffers()  # llama.cpp's plain CPU kernels, as in lmforge's engine
-from llama_cpp import Llama
-path, threads, new_tokens, repeats, ids = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), json.loads(sys.argv[5])
-llm = Llama(model_path=path, n_threads=threads, n_threads_batch=threads, n_ctx=len(ids) + new_tokens + 8, verbose=False)
-
-def run(n):
-    llm.reset()
-    out, started = [], time.perf_counter()
-    for token in llm.generate(ids, top_k=1, top_p=1.0, temp=0.0, repeat_penalty=1.0, reset=True):
-        out.append(token)
-        if len(out) == n:
-            break
-    return time.perf_counter() - started, out
-
-run(4)
-firsts = [run(1)[0] for _ in range(repeats)]
-fulls = [run(new_tokens) for _ in range(repeats)]
-print(json.dumps(dict(t_1=statistics.median(firsts), t_new=statistics.median(t for t, _ in fulls), tokens=fulls[0][1])))
-"""
 
 
 def default_llama_python() -> str:
@@ -138,11 +114,9 @@ def main() -> None:
                        prompt, n, args.repeats, tokenizer),
             server_row("llama-cpp-python server (HTTP stream)", llama_server(args.llama_python, gguf, args.threads),
                        prompt, n, args.repeats, tokenizer, LLAMA_GREEDY)]
-    done = subprocess.run([args.llama_python, "-c", LLAMA_SCRIPT, str(gguf), str(args.threads), str(n),
-                           str(args.repeats), json.dumps(ids), str(Path(__file__).resolve().parent)], capture_output=True, text=True)
-    if done.returncode:
-        raise SystemExit(f"llama-cpp-python in process failed ({done.returncode}): {done.stderr[-600:]}")
-    alone = json.loads(done.stdout.strip().splitlines()[-1])
+    alone = time_llama_generate(args.llama_python, gguf, args.threads, n, args.repeats, ids)
+    if "error" in alone:
+        raise SystemExit(f"llama-cpp-python in process failed: {alone['error']}")
     rows.append({"tool": "llama-cpp-python in process (Llama.generate)", "tokens": len(alone["tokens"]),
                  "decode_tokens_per_s": (n - 1) / (alone["t_new"] - alone["t_1"]), "t_1": alone["t_1"],
                  "t_new": alone["t_new"], "text": tokenizer.decode(alone["tokens"])})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -149,7 +150,12 @@ def cell_reload(model, tokenizer, ctx):
 
 
 def cell_compressed_tensors(model, tokenizer, ctx):
-    pytest.importorskip("compressed_tensors")
+    try:
+        import compressed_tensors  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI") == "true":  # every extra is installed under CI: a missing one fails, never skips
+            pytest.fail("compressed-tensors not installed (pip install 'lmforge[export]')", pytrace=False)
+        pytest.skip("compressed-tensors not installed (pip install 'lmforge[export]')")
     from transformers import AutoModelForCausalLM
 
     from lmforge.compress.export.compressed_tensors import export_compressed_tensors
