@@ -32,6 +32,11 @@ def _git(*args: str) -> str:
     return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
+# the code that runs is the code at start: a commit made while a long benchmark runs must not be recorded as its own
+_AT_START = {"commit": _git("rev-parse", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+             "started": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -73,8 +78,9 @@ def provenance(models: Iterable[str | os.PathLike] = (), data: Iterable[str | os
         if peer_torch := peer_version(python, "torch"):
             versions[f"{name} torch"] = peer_torch
     return {
-        "commit": _git("rev-parse", "HEAD"),
-        "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+        "commit": _AT_START["commit"],
+        "dirty": _AT_START["dirty"],
+        "started": _AT_START["started"],
         "versions": versions,
         "models": [describe_model(m) for m in models],
         "data": [{"path": str(Path(d).resolve()), "hash": content_hash(d)} for d in data],
