@@ -4,17 +4,24 @@ The tuning data is ``lmforge.data.tuning_split``: web_articles windows that the 
 (``calibration_batches(web_articles, --calib-samples, --seqlen, seed 0)``, the sample every benchmark
 calibrates on) did not draw. No README table scores web_articles, and WikiText-2 test is never read here.
 Each candidate is applied to a fresh copy of the model and scored by mean NLL on the tuning windows; the
-lowest wins. One process, same calibration tensor for every candidate:
+chosen by a rule fixed before reading the test set: the least departure from the paper's Hessian (smallest
+sink_share, then smallest damp) whose NLL is within ``--tolerance`` (relative, 0.5 %) of the best candidate's —
+the best alone would pick noise where the curve is flat. One process, same calibration tensor for every
+candidate; ``--merge`` applies the rule to the rows of several such files (e.g. a grid widened in a second run):
 
     flock /tmp/lmforge-heavy.lock nice .venv/bin/python benchmarks/tune_defaults.py --out benchmarks/results/tune_defaults.json
+    python benchmarks/tune_defaults.py --merge benchmarks/results/tune_defaults.json,benchmarks/results/tune_defaults_wide.json \
+        --out benchmarks/results/tune_defaults_choice.json
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import math
 import time
+from pathlib import Path
 
 import torch
 
@@ -38,6 +45,47 @@ def mean_nll(model, windows: torch.Tensor) -> float:
     return total / count
 
 
+def choose(rows: list[dict], tolerance: float) -> dict[str, dict]:
+    """Per method: the candidate with the smallest (sink_share, damp) among those within ``tolerance`` of the best NLL."""
+    chosen = {}
+    for method in dict.fromkeys(r["method"] for r in rows if r["method"] != "dense"):
+        candidates = [r for r in rows if r["method"] == method]
+        best = min(r["nll"] for r in candidates)
+        chosen[method] = min((r for r in candidates if r["nll"] <= best * (1 + tolerance)),
+                             key=lambda r: (r["sink_share"], r["damp"]))
+    return chosen
+
+
+def show_and_save(args, split: dict, rows: list[dict], **sources) -> None:
+    chosen = choose(rows, args.tolerance)
+    print_table(f"tuning split: {split['tuning_windows']} × {split['seqlen']} held-out web_articles tokens "
+                f"(chosen: smallest sink_share, then damp, within {100 * args.tolerance:g} % of the best NLL)",
+                ["method", "damp", "sink_share", "NLL (nats)", "ppl", "chosen"],
+                [(r["method"], r.get("damp"), r.get("sink_share"), r["nll"], math.exp(r["nll"]),
+                  "yes" if chosen.get(r["method"]) is r else "") for r in rows])
+    save_result(args.out, {"split": split, "rule": f"smallest (sink_share, damp) within {args.tolerance:g} (relative) "
+                                                   "of the best NLL", "rows": rows,
+                           "chosen": {m: {k: r.get(k) for k in ("damp", "sink_share")} for m, r in chosen.items()}},
+                **sources)
+
+
+def merge(args) -> None:
+    files = [Path(f) for f in args.merge.split(",")]
+    results = [json.loads(f.read_text()) for f in files]
+    splits = {json.dumps(r["split"], sort_keys=True) for r in results}
+    if len(splits) != 1:
+        raise SystemExit(f"--merge: the files were tuned on different splits ({', '.join(sorted(splits))}); merge runs of one split")
+    rows, seen = [], set()
+    for result in results:
+        for row in result["rows"]:
+            key = (row["method"], row.get("damp"), row.get("sink_share"))
+            if key not in seen:
+                seen.add(key)
+                rows.append(row)
+    models = [m["name"] for m in results[0]["provenance"]["models"]]
+    show_and_save(args, results[0]["split"], rows, models=models, data=[*files, data_dir() / "web_articles"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="smollm2-135m-instruct-q4_1")
@@ -47,8 +95,12 @@ def main() -> None:
     parser.add_argument("--sink-shares", default="0,0.05,0.1,0.2")
     parser.add_argument("--damps", default="0.01")
     parser.add_argument("--methods", default="gptq,sparsegpt")
+    parser.add_argument("--tolerance", type=float, default=0.005, help="relative NLL within which candidates tie")
+    parser.add_argument("--merge", help="comma-separated result files of this script: choose from their rows, run nothing")
     parser.add_argument("--out", default="benchmarks/results/tune_defaults.json")
     args = parser.parse_args()
+    if args.merge:
+        return merge(args)
 
     model, tokenizer = load_model(args.model)
     web = load_corpus("web_articles")
@@ -66,15 +118,9 @@ def main() -> None:
                 rows.append({"method": method, "damp": damp, "sink_share": share, "nll": mean_nll(candidate, tuning),
                              "seconds": time.perf_counter() - started})
                 print(rows[-1], flush=True)
-    chosen = {m: min((r for r in rows if r["method"] == m), key=lambda r: r["nll"]) for m in args.methods.split(",")}
-    print_table(f"tuning split: {args.tuning_windows} × {args.seqlen} held-out web_articles tokens",
-                ["method", "damp", "sink_share", "NLL (nats)", "ppl", "chosen"],
-                [(r["method"], r.get("damp"), r.get("sink_share"), r["nll"], math.exp(r["nll"]),
-                  "yes" if chosen.get(r["method"]) is r else "") for r in rows])
-    save_result(args.out, {"split": {"corpus": "web_articles", "calibration_samples": args.calib_samples,
-                                     "tuning_windows": args.tuning_windows, "seqlen": args.seqlen, "seed": 0},
-                           "rows": rows, "chosen": {m: {k: r.get(k) for k in ("damp", "sink_share")} for m, r in chosen.items()}},
-                models=[args.model], data=[data_dir() / "web_articles"])
+    split = {"corpus": "web_articles", "calibration_samples": args.calib_samples, "tuning_windows": args.tuning_windows,
+             "seqlen": args.seqlen, "seed": 0}
+    show_and_save(args, split, rows, models=[args.model], data=[data_dir() / "web_articles"])
 
 
 if __name__ == "__main__":

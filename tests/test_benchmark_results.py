@@ -67,3 +67,33 @@ def test_an_incomplete_block_is_caught():
     block = {"commit": "0" * 40, "dirty": None, "versions": {"torch": "2.13.0", "transformers": None}, "models": [],
              "data": [{"path": "x"}], "machine": {"cpu": None, "cores": None, "threads": None}, "date": None, "command": None}
     assert "data file x has no hash" in check(block) and "dirty is not true/false" in check(block)
+
+
+def test_tuning_rule_takes_the_least_departure_from_the_paper_within_tolerance(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    from tune_defaults import choose
+
+    def row(method, share, nll, damp=0.01):
+        return {"method": method, "damp": damp, "sink_share": share, "nll": nll}
+
+    rows = [{"method": "dense", "nll": 3.0}, row("gptq", 0.0, 3.51), row("gptq", 0.05, 3.2015), row("gptq", 0.1, 3.2020),
+            row("gptq", 0.4, 3.1890), row("sparsegpt", 0.0, 3.7714), row("sparsegpt", 0.3, 3.6792),
+            row("sparsegpt", 0.05, 3.7200)]
+    chosen = choose(rows, tolerance=0.005)
+    # gptq: best 3.1890, the tie band reaches 3.2049: 0.05 is the smallest share inside it (0 is far outside)
+    assert chosen["gptq"]["sink_share"] == 0.05
+    # sparsegpt: band to 3.6976; 0.05 (3.72) is outside it, so the best, 0.3, is the choice
+    assert chosen["sparsegpt"]["sink_share"] == 0.3
+    assert choose(rows, tolerance=0.0)["gptq"]["sink_share"] == 0.4  # no tolerance: plain argmin
+    assert "dense" not in chosen
+
+
+def test_the_shipped_sink_share_is_the_one_the_tuning_split_chose():
+    from lmforge.compress import GPTQ, SparseGPT
+    from lmforge.compress.defaults import SINK_SHARE
+
+    result = json.loads((ROOT / "benchmarks" / "results" / "tune_defaults_choice.json").read_text())
+    assert result["chosen"]["gptq"]["sink_share"] == GPTQ().sink_share == SINK_SHARE
+    assert result["chosen"]["sparsegpt"]["sink_share"] == SparseGPT(0.5).sink_share == SINK_SHARE
+    read = [d["path"] for d in result["provenance"]["data"]]
+    assert any(p.endswith("web_articles") for p in read) and not any("wikitext" in p for p in read)  # never test data

@@ -8,7 +8,7 @@ import typer
 
 from lmforge.cli.common import (check_at_least, check_output_file, check_outputs, console, device_option, dtype_option, human_bytes, overwrite_option,
                                 print_table, progress_bar, save_json)
-from lmforge.compress.quantization.config import METHODS
+from lmforge.compress.quantization.config import METHODS, SINK_SHARE
 from lmforge.errors import LmforgeError
 from lmforge.runs import record_run
 
@@ -47,7 +47,7 @@ def compress_command(
                                           "head's rows, one table for both (not exportable to GGUF/compressed-tensors)"),
     true_sequential: bool = typer.Option(False, help="GPTQ: re-measure inputs after each group of a layer's linears "
                                          "(about 1.5 × the time)"),
-    sink_share: float = typer.Option(0.1, help="GPTQ: least share of the Hessian held by each sequence's first token "
+    sink_share: float = typer.Option(SINK_SHARE, help="GPTQ: least share of the Hessian held by each sequence's first token "
                                                "(the attention sink); 0 = the paper's unweighted Hessian"),
     skip: list[str] = typer.Option(["lm_head", "*embed*"], help="module name patterns kept in full precision (repeatable)"),
     skip_bad_groups: bool = typer.Option(False, help="keep layers whose width the group size does not divide, instead of failing"),

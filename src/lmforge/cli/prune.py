@@ -8,6 +8,7 @@ import typer
 
 from lmforge.cli.common import (check_at_least, check_fraction, check_outputs, device_option, dtype_option, human_bytes,
                                 overwrite_option, print_table, progress_bar, record_precision, save_json)
+from lmforge.compress.defaults import SINK_SHARE
 from lmforge.runs import record_run
 
 
@@ -28,7 +29,7 @@ def prune_command(
     calib: str = typer.Option("web_articles", help="calibration corpus (named set or path)"),
     samples: int = typer.Option(32, help="calibration samples"),
     seqlen: int = typer.Option(None, help="calibration sample length in tokens (default 2048, or the model's context)"),
-    sink_share: float = typer.Option(0.1, help="sparsegpt and the structured refit: least share of the Hessian held by "
+    sink_share: float = typer.Option(SINK_SHARE, help="sparsegpt and the structured refit: least share of the Hessian held by "
                                                "each sequence's first token (the attention sink); 0 = the unweighted Hessian"),
     quantize_bits: int = typer.Option(None, "--quantize-bits", help="then quantize the survivors (RTN, symmetric), e.g. 4"),
     group_size: int = typer.Option(64, help="group size for --quantize-bits"),

@@ -6,6 +6,7 @@ import fnmatch
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from lmforge.compress.defaults import SINK_SHARE
 from lmforge.compress.pruning.masks import check_sparsity, parse_pattern
 from lmforge.errors import LmforgeError
 
@@ -75,7 +76,7 @@ class SparseGPT(_PruneConfig):
 
     block_size: int = 128
     damp: float = 0.01
-    sink_share: float = 0.1
+    sink_share: float = SINK_SHARE
 
     method = "sparsegpt"
     needs_hessian = True
@@ -95,7 +96,7 @@ class Structured:
     mlp_fraction: float = 0.25
     reconstruct: bool = True  # refit the kept o_proj/down_proj columns by least squares
     damp: float = 0.01  # of the mean Hessian diagonal, added before the refit's solve
-    sink_share: float = 0.1  # least share of the Hessian held by each sequence's first token (as SparseGPT)
+    sink_share: float = SINK_SHARE  # least share of the Hessian held by each sequence's first token (as SparseGPT)
 
     method = "structured"
     needs_calibration = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from lmforge.compress.defaults import SINK_SHARE
 from lmforge.errors import LmforgeError
 
 SUPPORTED_BITS = (2, 3, 4, 8)
@@ -79,7 +80,7 @@ class GPTQ(QuantConfig):
     damp: float = 0.01
     block_size: int = 128
     true_sequential: bool = False
-    sink_share: float = 0.1
+    sink_share: float = SINK_SHARE
 
     method = "gptq"
     needs_calibration = True
@@ -91,7 +92,7 @@ class GPTQ(QuantConfig):
         if self.block_size < 1:
             raise LmforgeError(f"block_size={self.block_size} must be ≥ 1; 128 is the usual choice")
         if not 0 <= self.sink_share < 1:
-            raise LmforgeError(f"sink_share={self.sink_share} must be in [0, 1); 0.1 is the default, 0 turns it off")
+            raise LmforgeError(f"sink_share={self.sink_share} must be in [0, 1); {SINK_SHARE} is the default, 0 turns it off")
 
 
 @dataclass
