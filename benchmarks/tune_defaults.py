@@ -80,7 +80,7 @@ def merge(args) -> None:
     rows, seen = [], set()
     for result in results:
         for row in result["rows"]:
-            key = (row["method"], row.get("damp"), row.get("sink_share"))
+            key = (row["method"], row.get("damp"), row.get("sink_share"), row.get("refit"))
             if key not in seen:
                 seen.add(key)
                 rows.append(row)

@@ -89,11 +89,12 @@ def test_tuning_rule_takes_the_least_departure_from_the_paper_within_tolerance(m
 
 
 def test_the_shipped_sink_share_is_the_one_the_tuning_split_chose():
-    from lmforge.compress import GPTQ, SparseGPT
+    from lmforge.compress import GPTQ, SparseGPT, Structured
     from lmforge.compress.defaults import SINK_SHARE
 
     result = json.loads((ROOT / "benchmarks" / "results" / "tune_defaults_choice.json").read_text())
     assert result["chosen"]["gptq"]["sink_share"] == GPTQ().sink_share == SINK_SHARE
     assert result["chosen"]["sparsegpt"]["sink_share"] == SparseGPT(0.5).sink_share == SINK_SHARE
+    assert result["chosen"]["structured"]["refit"] is Structured().reconstruct is True
     read = [d["path"] for d in result["provenance"]["data"]]
     assert any(p.endswith("web_articles") for p in read) and not any("wikitext" in p for p in read)  # never test data

@@ -27,7 +27,7 @@ from lmforge.compress.storage.packing import pack, storage_bits, unpack
 from lmforge.compress.grid import dequantize_codes, expand_groups
 
 # Up to this many rows the packed kernel beats dequantize + dense matmul on CPU.
-KERNEL_MAX_ROWS = 1024  # measured: the kernel beats dequantize-then-matmul up to ~1k rows (notes/issue-18.md)
+KERNEL_MAX_ROWS = 1024  # the break-even with dequantize-then-matmul: benchmarks/results/packed_kernel_rows.json
 
 
 class QuantLinear(nn.Module):
